@@ -1,0 +1,37 @@
+# One place for the torch pin: the CPU build, installed before anything that depends on torch, so pip
+# never pulls a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.edgekit-installed
+DEMO_DIR ?= build/demo
+
+.PHONY: venv demo test lint format bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_PIN)" --extra-index-url https://download.pytorch.org/whl/cpu
+	$(PY) -m pip install --quiet -e ".[all,dev]" "$(TORCH_PIN)"
+	touch $(STAMP)
+
+demo: venv
+	$(PY) benchmarks/demo.py --out $(DEMO_DIR)
+
+test: venv
+	$(PY) -m ruff check edgekit tests benchmarks
+	$(PY) -m pytest -q
+
+lint: venv
+	$(PY) -m ruff check edgekit tests benchmarks
+	$(PY) -m ruff format --check edgekit tests benchmarks
+
+format: venv
+	$(PY) -m ruff format edgekit tests benchmarks
+	$(PY) -m ruff check --fix edgekit tests benchmarks
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,63 @@
+"""edgekit: compress PyTorch models, export them to ONNX with proof, run and time them on edge runtimes.
+
+``import edgekit`` is light: the public functions resolve their modules on first use, and nothing here
+imports torch, openvino or tensorrt (or onnxruntime) until a function needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "load": "edgekit.api",
+    "convert": "edgekit.converters.pipeline",
+    "bench": "edgekit.bench",
+    "available_targets": "edgekit.runtimes",
+    "TensorSpec": "edgekit.specs",
+    "Session": "edgekit.runtimes.base",
+    "Manifest": "edgekit.artifact",
+}
+_ERRORS = (
+    "EdgekitError",
+    "InputError",
+    "SourceError",
+    "ModelFormatError",
+    "ArtifactError",
+    "FeedError",
+    "UnknownTargetError",
+    "RuntimeUnavailableError",
+    "OutputError",
+    "ExportError",
+    "ValidationError",
+    "BackendError",
+)
+
+if TYPE_CHECKING:
+    from edgekit.api import load
+    from edgekit.bench import bench
+    from edgekit.converters.pipeline import convert
+    from edgekit.errors import *  # noqa: F403
+    from edgekit.runtimes import available_targets
+    from edgekit.runtimes.base import Session
+    from edgekit.specs import TensorSpec
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ERRORS:
+        return getattr(importlib.import_module("edgekit.errors"), name)
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY, *_ERRORS])
+
+
+__all__ = ["__version__", *_LAZY, *_ERRORS]

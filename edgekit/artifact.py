@@ -1,0 +1,206 @@
+"""The artifact: a directory holding the ONNX model, ``edgekit.json`` and what the model needs on a device.
+
+Written into a temporary sibling directory and renamed into place, so an interrupted or failed run never
+leaves a half artifact at the output path. Every file's sha256 is recorded; loading checks them, so a model
+file modified after conversion is an error rather than a silent surprise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError as PydanticValidationError
+
+from edgekit.errors import ArtifactError, ModelFormatError, OutputError
+from edgekit.specs import TensorSpec
+
+MANIFEST_NAME = "edgekit.json"
+MODEL_NAME = "model.onnx"
+FORMAT_VERSION = 1
+_LIBRARIES = ("edgekit", "numpy", "onnx", "onnxruntime", "openvino", "torch", "transformers", "tensorrt")
+
+
+class Stage(BaseModel):
+    """One step of the pipeline (export, quantize, prune...) with its parameters and measured metrics."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class Source(BaseModel):
+    kind: str
+    ref: str
+    sha256: str | None = None
+
+
+class Manifest(BaseModel):
+    """``edgekit.json``. ``format_version`` changes when a reader of the old format would misread it."""
+
+    format_version: int = FORMAT_VERSION
+    edgekit_version: str = ""
+    created: str = ""
+    source: Source
+    model: str = MODEL_NAME
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    precision: str = "fp32"
+    opset: int = 0
+    dynamic_dims: dict[str, int] = Field(default_factory=dict)
+    stages: list[Stage] = Field(default_factory=list)
+    validation: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict)
+    libraries: dict[str, str] = Field(default_factory=dict)
+    platform: dict[str, str] = Field(default_factory=dict)
+    extras: dict[str, Any] = Field(default_factory=dict)
+
+    def input_specs(self) -> list[TensorSpec]:
+        return [TensorSpec.from_dict(d) for d in self.inputs]
+
+    def output_specs(self) -> list[TensorSpec]:
+        return [TensorSpec.from_dict(d) for d in self.outputs]
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape an artifact, read from metadata (imports nothing)."""
+    out = {}
+    for name in _LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def platform_facts() -> dict[str, str]:
+    return {"python": platform.python_version(), "system": platform.system(), "machine": platform.machine()}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def staging_dir(out: Path, *, force: bool = False) -> Iterator[Path]:
+    """Yield a fresh directory next to ``out``; on success move it to ``out`` atomically, else delete it.
+
+    Fails before any work when ``out`` cannot be written, or exists (unless ``force``), so nothing of the
+    user's is ever lost or half-overwritten.
+    """
+    out = Path(out).absolute()
+    if out.exists() and not force:
+        raise OutputError(f"output path already exists: {out} (pass --force to replace it)")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output path exists and is not a directory: {out}")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write output directory {out}: {exc.strerror or exc}") from exc
+    try:
+        yield tmp
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    backup.rmdir()
+    os.rename(out, backup)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        os.rename(backup, out)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> Manifest:
+    """Hash every file in ``directory`` into the manifest and write ``edgekit.json``."""
+    files = {}
+    for p in sorted(directory.rglob("*")):
+        if p.is_file() and p.name != MANIFEST_NAME:
+            files[p.relative_to(directory).as_posix()] = sha256_of(p)
+    manifest = manifest.model_copy(update={"files": files})
+    if not manifest.edgekit_version:
+        from edgekit import __version__
+
+        manifest = manifest.model_copy(update={"edgekit_version": __version__})
+    if not manifest.created:
+        manifest = manifest.model_copy(update={"created": now_iso()})
+    (directory / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(directory: Path) -> Manifest:
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise ArtifactError(f"not an edgekit artifact (no {MANIFEST_NAME}): {directory}")
+    try:
+        data = json.loads(path.read_text())
+        manifest = Manifest.model_validate(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, PydanticValidationError) as exc:
+        raise ArtifactError(f"corrupt {MANIFEST_NAME} in {directory}: {str(exc).splitlines()[0]}") from exc
+    if manifest.format_version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"artifact format {manifest.format_version} is newer than this edgekit understands ({FORMAT_VERSION});"
+            " upgrade edgekit"
+        )
+    return manifest
+
+
+def verify_files(directory: Path, manifest: Manifest) -> None:
+    """Raise :class:`ArtifactError` when a recorded file is missing or its content changed."""
+    for rel, digest in manifest.files.items():
+        p = Path(directory) / rel
+        if not p.is_file():
+            raise ArtifactError(f"artifact file missing: {p}")
+        if sha256_of(p) != digest:
+            raise ArtifactError(f"artifact file was modified after conversion (sha256 mismatch): {p}")
+
+
+def find_model(path: Path) -> tuple[Path, Manifest | None]:
+    """Resolve a user path (artifact directory or bare ``.onnx``) to the ONNX file and its manifest."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFormatError(f"model not found: {path}")
+    if path.is_dir():
+        if (path / MANIFEST_NAME).exists():
+            manifest = read_manifest(path)
+            verify_files(path, manifest)
+            model = path / manifest.model
+            if not model.is_file():
+                raise ArtifactError(f"artifact names model {manifest.model!r} but it is missing in {path}")
+            return model, manifest
+        candidates = sorted(path.glob("*.onnx"))
+        if len(candidates) == 1:
+            return candidates[0], None
+        if not candidates:
+            raise ModelFormatError(f"no model in directory {path} (expected {MANIFEST_NAME} or one .onnx file)")
+        raise ModelFormatError(f"several .onnx files in {path}; name one of them")
+    return path, None

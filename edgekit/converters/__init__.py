@@ -1,0 +1,1 @@
+"""Converters: torch-side stages (prune, distill), the export bridge, ONNX-side stages and validation."""

@@ -1,0 +1,136 @@
+"""``edgekit.convert``: source -> export -> parity gate -> artifact, written atomically.
+
+Targets named for validation are checked to exist before any work starts, and the output directory is
+claimed first, so bad input fails in milliseconds and never leaves a partial artifact behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgekit.artifact import MODEL_NAME, Manifest, Source, Stage, library_versions, platform_facts, staging_dir
+from edgekit.artifact import write_manifest
+from edgekit.converters.export import ExportOptions, IOPlan, export_onnx, plan_io
+from edgekit.converters.validate import TOLERANCES, Case, TargetReport, build_cases, check_session, require_passed
+from edgekit.errors import EdgekitError, ExportError, ValidationError
+from edgekit.runtimes import session_class
+from edgekit.runtimes.base import ModelRef, SessionConfig
+from edgekit.specs import TensorSpec
+
+ProgressFn = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def convert(
+    source: str | Path,
+    out: str | Path,
+    *,
+    input_specs: Sequence[TensorSpec] = (),
+    dim_sizes: Mapping[str, int] | None = None,
+    opset: int = 18,
+    exporter: str = "auto",
+    allow_pickle: bool = False,
+    validate_targets: Sequence[str] = (),
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> Manifest:
+    """Convert a PyTorch source into a validated artifact directory at ``out`` and return its manifest.
+
+    The ONNX model is checked on ONNX Runtime against torch (always) and on every ``validate_targets``
+    runtime at the precision it really runs in; any failure raises :class:`ValidationError`.
+    """
+    say = progress or _quiet
+    options = ExportOptions(opset=opset, exporter=exporter, input_specs=tuple(input_specs), dim_sizes=dim_sizes or {})
+    targets = list(dict.fromkeys(["onnxruntime", *validate_targets]))
+    for t in targets:
+        session_class(t)  # unknown or missing runtimes fail now, before the slow work
+    with staging_dir(Path(out), force=force) as tmp:
+        from edgekit.sources import load_source
+
+        say(f"loading {source}")
+        src = load_source(source, allow_pickle=allow_pickle)
+        say("probing dynamic dims")
+        plan = plan_io(src, options)
+        cases = build_cases(
+            src.module, plan.inputs, [o.name for o in plan.outputs], plan.example, plan.dim_sizes, plan.int_ranges
+        )
+        path = tmp / MODEL_NAME
+        used, attempts, reports = _export_until_valid(src.module, plan, path, options, cases, say)
+        for t in targets[1:]:
+            say(f"validating on {t}")
+            reports[t] = _check_target(path, plan, t, cases)
+            require_passed(reports[t])
+        for dest, src_file in src.extra_files.items():
+            (tmp / dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src_file, tmp / dest)
+        manifest = Manifest(
+            source=Source(kind=src.kind, ref=src.ref, sha256=src.sha256),
+            inputs=[s.to_dict() for s in plan.inputs],
+            outputs=[s.to_dict() for s in plan.outputs],
+            precision="fp32",
+            opset=opset,
+            dynamic_dims=plan.dim_sizes,
+            stages=[
+                Stage(
+                    name="export",
+                    params={"exporter": used, "opset": opset, "requested_exporter": exporter},
+                    metrics={"attempts": attempts, "notes": plan.fixed_notes},
+                )
+            ],
+            validation={t: r.to_dict() for t, r in reports.items()},
+            libraries=library_versions(),
+            platform=platform_facts(),
+            extras={"int_ranges": {k: list(v) for k, v in plan.int_ranges.items()}, "source": src.metadata},
+        )
+        say("writing artifact")
+        return write_manifest(tmp, manifest)
+
+
+def _export_until_valid(
+    module: Any, plan: IOPlan, path: Path, options: ExportOptions, cases: list[Case], say: ProgressFn
+) -> tuple[str, list[dict[str, str]], dict[str, TargetReport]]:
+    """Try each exporter in order; the first whose model passes the ONNX Runtime parity gate wins."""
+    attempts: list[dict[str, str]] = []
+    failed_gate: TargetReport | None = None
+    for exporter in options.exporter_order():
+        _remove_model_files(path)
+        say(f"exporting with the {exporter} exporter (opset {options.opset})")
+        try:
+            export_onnx(module, plan, path, exporter, options.opset)
+            say("checking parity on onnxruntime")
+            report = _check_target(path, plan, "onnxruntime", cases)
+        except EdgekitError as exc:
+            attempts.append({"exporter": exporter, "result": str(exc)})
+            continue
+        if report.passed:
+            attempts.append({"exporter": exporter, "result": "ok"})
+            return exporter, attempts, {"onnxruntime": report}
+        attempts.append({"exporter": exporter, "result": f"parity failed: {report.failure}"})
+        failed_gate = failed_gate or report
+    if failed_gate is not None:
+        require_passed(failed_gate)
+    summary = "; ".join(a["result"] for a in attempts)
+    raise ExportError(f"no exporter produced a valid model: {summary}")
+
+
+def _check_target(path: Path, plan: IOPlan, target: str, cases: list[Case]) -> TargetReport:
+    ref = ModelRef(path=path, inputs=tuple(plan.inputs), outputs=tuple(plan.outputs), precision="fp32")
+    cls = session_class(target)
+    with cls(ref, SessionConfig()) as session:
+        try:
+            return check_session(session, cases)
+        except ValidationError:
+            raise
+        except EdgekitError as exc:
+            return TargetReport(target, "?", TOLERANCES["fp32"], passed=False, failure=str(exc))
+
+
+def _remove_model_files(path: Path) -> None:
+    for p in path.parent.glob(path.name + "*"):
+        p.unlink()

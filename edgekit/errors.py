@@ -1,0 +1,83 @@
+"""One exception tree for edgekit.
+
+Every error derives from :class:`EdgekitError` and from the builtin a caller would naturally catch, so
+``except ValueError`` keeps working for code that does not know edgekit. ``exit_code`` is what the CLI
+returns: 2 for bad input, usage or a missing runtime; 1 when a gate (validation, a failed run) fails.
+"""
+
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """Root of every error edgekit raises on purpose."""
+
+    exit_code: int = 1
+
+
+class InputError(EdgekitError, ValueError):
+    """The user gave something edgekit cannot use: a bad option, path, spec or value."""
+
+    exit_code = 2
+
+
+class SourceError(InputError):
+    """A PyTorch source (file, function, checkpoint, model directory) could not be loaded."""
+
+
+class ModelFormatError(InputError):
+    """A model file is missing, truncated, corrupt, or not the format its name says."""
+
+
+class ArtifactError(ModelFormatError):
+    """An artifact directory is incomplete, or a file in it no longer matches its recorded hash."""
+
+
+class FeedError(InputError):
+    """Feeds given to ``Session.run`` do not match the model's input specs."""
+
+
+class UnknownTargetError(InputError, KeyError):
+    """No runtime is registered under the requested target name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RuntimeUnavailableError(EdgekitError, ImportError):
+    """The requested runtime (or device / execution provider) is not installed here."""
+
+    exit_code = 2
+
+
+class OutputError(EdgekitError, OSError):
+    """An output path cannot be written (permissions, not a directory, exists and not replaceable)."""
+
+    exit_code = 2
+
+
+class ExportError(EdgekitError, RuntimeError):
+    """Every exporter failed to produce a valid ONNX model."""
+
+
+class ValidationError(EdgekitError, AssertionError):
+    """A fidelity gate failed: a converted model does not compute what the original computes."""
+
+
+class BackendError(EdgekitError, RuntimeError):
+    """A runtime failed while compiling or running a model that passed input checks."""
+
+
+__all__ = [
+    "ArtifactError",
+    "BackendError",
+    "EdgekitError",
+    "ExportError",
+    "FeedError",
+    "InputError",
+    "ModelFormatError",
+    "OutputError",
+    "RuntimeUnavailableError",
+    "SourceError",
+    "UnknownTargetError",
+    "ValidationError",
+]

@@ -1,0 +1,163 @@
+"""OpenVINO backend: CPU/GPU/NPU/AUTO, latency or throughput hint, pinned or reported precision, CACHE_DIR.
+
+On CPUs with native bf16 the CPU plugin runs FP32 models in bf16 unless told otherwise; the session always
+reports the effective ``INFERENCE_PRECISION_HINT`` so a report never hides that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import BackendError, InputError, ModelFormatError, RuntimeUnavailableError
+from edgekit.runtimes.base import Session, SessionInfo
+
+OPTION_KEYS = frozenset({"performance_hint", "num_streams", "num_requests", "config"})
+_PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
+_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+_VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+@cache
+def shared_core() -> Any:
+    """One ``ov.Core`` per process: creating it costs tens of milliseconds and it holds the plugins."""
+    import openvino as ov
+
+    return ov.Core()
+
+
+def device_name(device: str | None, available: list[str]) -> str:
+    """Normalize ``cpu``/``gpu.1``/``auto:GPU,CPU`` and check a physical device exists here."""
+    name = (device or "CPU").upper()
+    base = name.split(":")[0]
+    if base in _VIRTUAL_DEVICES:
+        return name
+    family = base.split(".")[0]
+    if base not in available and not any(d.split(".")[0] == family and base == family for d in available):
+        raise RuntimeUnavailableError(
+            f"openvino: device {name!r} is not available here (available: {', '.join(available) or 'none'})"
+        )
+    return name
+
+
+def compile_config(
+    threads: int | None, precision: str | None, cache_dir: str | None, options: Mapping[str, Any]
+) -> dict[str, str]:
+    """OpenVINO properties for ``compile_model`` from edgekit's options."""
+    unknown = set(options) - OPTION_KEYS
+    if unknown:
+        raise InputError(f"openvino: unknown option {sorted(unknown)[0]!r}; accepted: {sorted(OPTION_KEYS)}")
+    hint = str(options.get("performance_hint", "LATENCY")).upper()
+    if hint not in _HINTS:
+        raise InputError(f"openvino: performance_hint must be one of {', '.join(_HINTS)}, got {hint!r}")
+    config: dict[str, str] = {"PERFORMANCE_HINT": hint}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = str(threads)
+    if precision is not None:
+        key = precision.lower()
+        if key not in _PRECISIONS:
+            raise InputError(f"openvino: precision must be one of {', '.join(sorted(_PRECISIONS))}, got {precision!r}")
+        config["INFERENCE_PRECISION_HINT"] = _PRECISIONS[key]
+    if cache_dir is not None:
+        config["CACHE_DIR"] = cache_dir
+    if "num_streams" in options:
+        config["NUM_STREAMS"] = str(options["num_streams"])
+    if "num_requests" in options:
+        config["PERFORMANCE_HINT_NUM_REQUESTS"] = str(options["num_requests"])
+    config.update({str(k): str(v) for k, v in dict(options.get("config", {})).items()})
+    return config
+
+
+class OpenVINOSession(Session):
+    """An OpenVINO compiled model with one synchronous infer request."""
+
+    target = "openvino"
+
+    def _load(self) -> None:
+        import openvino as ov
+
+        core = shared_core()
+        self._device = device_name(self.config.device, list(core.available_devices))
+        cache_dir = str(self.config.cache_dir) if self.config.cache_dir is not None else None
+        self._config = compile_config(self.config.threads, self.config.precision, cache_dir, self.config.options)
+        try:
+            model = core.read_model(str(self.model.path))
+        except Exception as exc:
+            raise ModelFormatError(f"openvino cannot read {self.model.path}: {_first_line(exc)}") from exc
+        try:
+            self._compiled = core.compile_model(model, self._device, self._config)
+        except Exception as exc:
+            raise BackendError(f"openvino failed to compile for {self._device}: {_first_line(exc)}") from exc
+        self._request = self._compiled.create_infer_request()
+        self._output_names = [o.name for o in self.outputs]
+        self._version = ov.get_version()
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            result = self._request.infer(feeds, share_inputs=True, share_outputs=False)
+        except Exception as exc:
+            raise BackendError(f"openvino run failed: {_first_line(exc)}") from exc
+        return dict(zip(self._output_names, result.to_tuple(), strict=True))
+
+    @property
+    def compiled_model(self) -> Any:
+        """The ``ov.CompiledModel``, for async/throughput use (``AsyncInferQueue``)."""
+        return self._compiled
+
+    def inference_precision(self) -> str:
+        """The effective ``INFERENCE_PRECISION_HINT`` of the compiled model (e.g. ``bf16`` or ``f32``)."""
+        try:
+            value = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        except Exception:  # not every device exposes it
+            return "unknown"
+        return value.to_string() if hasattr(value, "to_string") else str(value)
+
+    def info(self) -> SessionInfo:
+        hint = self.inference_precision()
+        named = {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
+        precision = named if self.model.precision == "fp32" else f"{self.model.precision} ({named} elsewhere)"
+        details: dict[str, Any] = {"inference_precision_hint": hint, "config": dict(self._config)}
+        for prop in ("PERFORMANCE_HINT", "NUM_STREAMS", "OPTIMAL_NUMBER_OF_INFER_REQUESTS", "EXECUTION_DEVICES"):
+            try:
+                value = self._compiled.get_property(prop)
+                details[prop.lower()] = value if isinstance(value, int | list) else str(value)
+            except Exception:
+                continue
+        return SessionInfo(
+            target=self.target,
+            device=self._device,
+            precision=precision,
+            backend_version=self._version,
+            providers=(self._device,),
+            threads=self.config.threads,
+            details=details,
+        )
+
+    def _close(self) -> None:
+        del self._request
+        del self._compiled
+
+    @classmethod
+    def probe(cls) -> dict[str, Any]:
+        import openvino as ov
+
+        core = shared_core()
+        devices = list(core.available_devices)
+        notes = []
+        for d in devices:
+            try:
+                notes.append(f"{d}: {core.get_property(d, 'FULL_DEVICE_NAME')}")
+            except Exception:
+                continue
+        return {"version": ov.get_version(), "devices": devices, "note": "; ".join(notes)}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # OpenVINO prefixes messages with "Exception from src/...": keep the line that says what went wrong
+    useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '"))]
+    return (useful or lines or [text])[0][:300]

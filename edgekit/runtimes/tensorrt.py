@@ -1,0 +1,329 @@
+"""TensorRT runtime: build (or load from cache) an engine from the ONNX file and run it on an NVIDIA GPU.
+
+NOT RUN ON HARDWARE: no GPU or TensorRT was available when this was written. It follows the TensorRT 10/11
+Python API and cuda-python's ``cudart`` as documented; the pure decisions it relies on (profile, cache keys,
+flags, dtypes) live in :mod:`edgekit.runtimes.tensorrt_plan` and are unit-tested. The tests that drive a
+real engine are marked ``tensorrt``/``gpu`` and skip without them.
+
+What ``Session.run`` includes, for latency reports: feed checks, host->device copies of every input, the
+engine (``execute_async_v3``), device->host copies of every output and a stream synchronize. This is
+trtexec 10.x's default meaning of latency (copies included), not 11.x's (copies excluded, CUDA graphs).
+Host buffers are ordinary (pageable) numpy arrays, so copies are not overlapped with compute.
+
+Engines are cached under ``SessionConfig.cache_dir`` (default ``~/.cache/edgekit/tensorrt``), keyed by
+model hash, TensorRT version, GPU name and compute capability and the build options; a timing cache per
+TensorRT version and GPU is shared across models. ``tensorrt`` and ``cuda`` are imported only inside
+methods, so importing this module is cheap and works without them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import BackendError, FeedError, InputError, RuntimeUnavailableError
+from edgekit.runtimes import tensorrt_plan as plan
+from edgekit.runtimes.base import Session, SessionInfo
+
+log = logging.getLogger(__name__)
+
+
+def _import_trt() -> Any:
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise RuntimeUnavailableError(f"tensorrt failed to import ({exc}); pip install 'edgekit[tensorrt]'") from exc
+    return trt
+
+
+def _import_cudart() -> Any:
+    """cuda-python's runtime API: ``cuda.bindings.runtime`` (12.6+), else the older ``cuda.cudart``."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError as exc:
+            raise RuntimeUnavailableError(f"cuda-python failed to import ({exc}); pip install cuda-python") from exc
+    return cudart
+
+
+def _check(cudart: Any, result: Any, what: str) -> Any:
+    """Unpack a cudart ``(err, *values)`` tuple; a non-success error becomes a one-line BackendError."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != cudart.cudaError_t.cudaSuccess:
+        name = getattr(err, "name", str(err))
+        raise BackendError(f"CUDA {what} failed: {name}")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _gpu_facts(cudart: Any, index: int) -> tuple[str, tuple[int, int]]:
+    """Name and compute capability of GPU ``index``."""
+    prop = _check(cudart, cudart.cudaGetDeviceProperties(index), f"cudaGetDeviceProperties({index})")
+    name = prop.name
+    name = name.decode(errors="replace") if isinstance(name, (bytes, bytearray)) else str(name)
+    return name.split("\x00", 1)[0].strip(), (int(prop.major), int(prop.minor))
+
+
+def _make_logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps the last error (for one-line BackendErrors) and forwards to logging."""
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                self.errors.append(" ".join(str(msg).split()))
+                log.error("TensorRT: %s", msg)
+            elif severity == trt.ILogger.Severity.WARNING:
+                log.warning("TensorRT: %s", msg)
+
+    return _Logger()
+
+
+class TensorRTSession(Session):
+    """A TensorRT engine on one NVIDIA GPU; inputs and outputs are copied between host and device per run."""
+
+    target = "tensorrt"
+
+    # -- load -----------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        self._options = plan.parse_options(self.config.options)
+        self._device_index = plan.cuda_device_index(self.config.device)
+        graph = plan.graph_precision(self.model.precision)
+        self._profile = plan.profile_shapes(self.model.inputs, self._options.dims, self._options.profile)
+        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, capacity bytes)
+        self._stream: Any = None
+        self._cudart = _import_cudart()
+        self._trt = trt = _import_trt()
+        major = plan.trt_major_version(trt.__version__)
+        typed = plan.resolve_strongly_typed(major, self._options.strongly_typed, graph, self.config.precision)
+        if typed and major < 11 and not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+            if self._options.strongly_typed:
+                raise InputError(f"strongly_typed needs a TensorRT with STRONGLY_TYPED networks; {trt.__version__}")
+            typed = False  # this TensorRT 10 predates strong typing: fall back to builder flags
+        self._flags = plan.builder_precision_flags(major, self.config.precision, graph=graph, strongly_typed=typed)
+        self._network_flags = plan.network_flags_for(major, typed)
+        self._select_gpu()
+        self._logger = _make_logger(trt)
+        self._plan_bytes, self._from_cache, self._build_s = self._engine_plan()
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(self._plan_bytes)
+        if self._engine is None:
+            raise BackendError(f"TensorRT could not deserialize the engine: {self._last_error()}")
+        self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise BackendError(f"TensorRT could not create an execution context: {self._last_error()}")
+        self._io = self._engine_io()
+        self._stream = _check(self._cudart, self._cudart.cudaStreamCreate(), "cudaStreamCreate")
+
+    def _select_gpu(self) -> None:
+        cudart = self._cudart
+        try:
+            count = int(_check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount"))
+        except BackendError as exc:
+            raise RuntimeUnavailableError(f"no usable CUDA GPU here ({exc}); tensorrt needs an NVIDIA GPU") from exc
+        if count == 0:
+            raise RuntimeUnavailableError("no CUDA GPU visible; tensorrt needs an NVIDIA GPU and its driver")
+        if self._device_index >= count:
+            raise InputError(f"device cuda:{self._device_index} does not exist; this machine has {count} CUDA GPU(s)")
+        _check(cudart, cudart.cudaSetDevice(self._device_index), f"cudaSetDevice({self._device_index})")
+        self._gpu_name, self._cc = _gpu_facts(cudart, self._device_index)
+
+    def _build_options(self) -> dict[str, Any]:
+        return {
+            "precision_flags": sorted(self._flags),
+            "network_flags": sorted(self._network_flags),
+            "workspace_bytes": self._options.workspace_bytes,
+            "profile": {name: [list(s) for s in shapes] for name, shapes in self._profile.items()},
+        }
+
+    def _engine_plan(self) -> tuple[bytes, bool, float]:
+        """Serialized engine from the cache when its key matches, else built and cached: (plan, cached, secs)."""
+        from edgekit.artifact import sha256_of
+
+        trt_version = str(self._trt.__version__)
+        self._cache_key = plan.engine_cache_key(
+            sha256_of(self.model.path), trt_version, self._gpu_name, self._cc, self._build_options()
+        )
+        cache_dir = self.config.cache_dir or plan.default_cache_dir()
+        timing_key = plan.timing_cache_key(trt_version, self._gpu_name, self._cc)
+        self._plan_path, timing_path = plan.cache_paths(cache_dir, self._cache_key, timing_key)
+        if self._plan_path.is_file():
+            return self._plan_path.read_bytes(), True, 0.0
+        start = time.perf_counter()
+        data, timing = self._build(timing_path.read_bytes() if timing_path.is_file() else b"")
+        seconds = time.perf_counter() - start
+        try:
+            plan.write_atomic(self._plan_path, data)
+            if timing:
+                plan.write_atomic(timing_path, timing)
+        except OSError as exc:  # a read-only cache costs a rebuild next time, not this run
+            log.warning("could not write TensorRT cache under %s: %s", cache_dir, exc)
+        return data, False, seconds
+
+    def _build(self, timing_bytes: bytes) -> tuple[bytes, bytes]:
+        """Parse the ONNX file and build a serialized engine; returns (plan, timing cache)."""
+        trt = self._trt
+        builder = trt.Builder(self._logger)
+        flags = 0
+        for name in self._network_flags:
+            flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, self._logger)
+        if not parser.parse_from_file(str(self.model.path)):
+            messages = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            raise BackendError(plan.parser_error_line(self.model.path.name, messages))
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self._options.workspace_bytes)
+        for name in self._flags:
+            config.set_flag(getattr(trt.BuilderFlag, name))
+        dynamic = [s for s in self.model.inputs if s.symbolic_dims]
+        if dynamic:
+            profile = builder.create_optimization_profile()
+            for spec in dynamic:
+                profile.set_shape(spec.name, *self._profile[spec.name])
+            config.add_optimization_profile(profile)
+        cache = config.create_timing_cache(timing_bytes)
+        if not config.set_timing_cache(cache, False):
+            cache = config.create_timing_cache(b"")  # stale or foreign cache: start a fresh one
+            config.set_timing_cache(cache, False)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise BackendError(f"TensorRT failed to build an engine for {self.model.path.name}: {self._last_error()}")
+        timing = config.get_timing_cache()
+        return bytes(serialized), bytes(timing.serialize()) if timing is not None else b""
+
+    def _engine_io(self) -> dict[str, tuple[bool, str]]:
+        """Engine tensor name -> (is_input, numpy dtype name); must match the model's IO names."""
+        trt, engine = self._trt, self._engine
+        io: dict[str, tuple[bool, str]] = {}
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            io[name] = (is_input, plan.numpy_dtype_for_trt(engine.get_tensor_dtype(name).name))
+        engine_inputs = {n for n, (is_in, _) in io.items() if is_in}
+        if engine_inputs != set(self._names):
+            raise BackendError(f"engine inputs {sorted(engine_inputs)} differ from the model's {sorted(self._names)}")
+        return io
+
+    def _last_error(self) -> str:
+        errors = getattr(getattr(self, "_logger", None), "errors", [])
+        return errors[-1] if errors else "no error message from TensorRT (run with logging at WARNING to see more)"
+
+    # -- run ------------------------------------------------------------------------------------------
+    def _device_buffer(self, name: str, nbytes: int) -> int:
+        """A device pointer with at least ``nbytes`` for tensor ``name``; grows (never shrinks) across runs."""
+        ptr, capacity = self._buffers.get(name, (0, 0))
+        if nbytes <= capacity:
+            return ptr
+        cudart = self._cudart
+        if ptr:
+            _check(cudart, cudart.cudaFree(ptr), "cudaFree")
+            del self._buffers[name]
+        ptr = int(_check(cudart, cudart.cudaMalloc(max(nbytes, 1)), f"cudaMalloc({nbytes}) for {name!r}"))
+        self._buffers[name] = (ptr, max(nbytes, 1))
+        return ptr
+
+    def _host_input(self, name: str, value: np.ndarray) -> np.ndarray:
+        dtype = self._io[name][1]
+        if dtype == "bfloat16":
+            return plan.bf16_bits(value)
+        return np.ascontiguousarray(value, dtype=np.dtype(dtype))
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cudart, ctx, stream = self._cudart, self._context, self._stream
+        plan.check_shapes_in_profile(self._profile, {n: tuple(v.shape) for n, v in feeds.items()})
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        staged = []  # host copies must outlive the async copies: kept until the stream sync below
+        for name, value in feeds.items():
+            host = self._host_input(name, value)
+            staged.append(host)
+            if not ctx.set_input_shape(name, tuple(host.shape)):
+                raise FeedError(f"input {name!r}: TensorRT rejected shape {list(host.shape)}: {self._last_error()}")
+            ptr = self._device_buffer(name, host.nbytes)
+            _check(cudart, cudart.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, h2d, stream), "H2D copy")
+            ctx.set_tensor_address(name, ptr)
+        results: dict[str, np.ndarray] = {}
+        for name, (is_input, dtype) in self._io.items():
+            if is_input:
+                continue
+            shape = tuple(int(d) for d in ctx.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise BackendError(f"output {name!r} has a data-dependent shape {list(shape)}; not supported yet")
+            host_dtype = np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
+            results[name] = np.empty(shape, dtype=host_dtype)
+            ctx.set_tensor_address(name, self._device_buffer(name, results[name].nbytes))
+        if not ctx.execute_async_v3(int(stream)):
+            raise BackendError(f"TensorRT execute_async_v3 failed: {self._last_error()}")
+        for name, host in results.items():
+            ptr = self._buffers[name][0]
+            _check(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, d2h, stream), "D2H copy")
+        _check(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        staged.clear()
+        return {n: plan.float32_from_bf16_bits(a) if self._io[n][1] == "bfloat16" else a for n, a in results.items()}
+
+    # -- facts and teardown ---------------------------------------------------------------------------
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            target=self.target,
+            device=self._gpu_name,
+            precision=plan.effective_precision(self.model.precision, self._flags),
+            backend_version=str(self._trt.__version__),
+            details={
+                "device_index": self._device_index,
+                "compute_capability": f"{self._cc[0]}.{self._cc[1]}",
+                "cache_key": self._cache_key,
+                "plan_path": str(self._plan_path),
+                "plan_from_cache": self._from_cache,
+                "build_seconds": round(self._build_s, 3),
+                "builder_flags": list(self._flags),
+                "network_flags": list(self._network_flags),
+                "workspace_bytes": self._options.workspace_bytes,
+                "profile": {n: [list(s) for s in shapes] for n, shapes in self._profile.items()},
+                "latency_includes": "host->device copies, execute_async_v3, device->host copies, stream sync",
+            },
+        )
+
+    def _close(self) -> None:
+        cudart = getattr(self, "_cudart", None)
+        if cudart is None:
+            return
+        if getattr(self, "_stream", None) is not None:
+            cudart.cudaStreamSynchronize(self._stream)
+        self._context = None  # TensorRT objects go before the memory they point at
+        self._engine = None
+        for ptr, _ in getattr(self, "_buffers", {}).values():
+            cudart.cudaFree(ptr)
+        self._buffers = {}
+        if getattr(self, "_stream", None) is not None:
+            cudart.cudaStreamDestroy(self._stream)
+            self._stream = None
+
+    @classmethod
+    def probe(cls) -> dict[str, Any]:
+        """Version and GPUs for ``edgekit targets``; never raises: a missing GPU is ``usable: False``."""
+        try:
+            trt = _import_trt()
+            version = str(trt.__version__)
+        except Exception as exc:
+            return {"version": None, "devices": [], "usable": False, "note": str(exc).splitlines()[0]}
+        try:
+            plan.require_supported_major(plan.trt_major_version(version))
+            cudart = _import_cudart()
+            count = _check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+            devices = [_gpu_facts(cudart, i)[0] for i in range(int(count))]
+        except Exception as exc:
+            return {"version": version, "devices": [], "usable": False, "note": str(exc).splitlines()[0]}
+        if not devices:
+            return {"version": version, "devices": [], "usable": False, "note": "no CUDA GPU visible"}
+        return {"version": version, "devices": devices, "usable": True, "note": ""}

@@ -1,0 +1,189 @@
+"""TensorSpec: the one description of a model input or output that every stage shares.
+
+A dim is an ``int`` when fixed and a ``str`` (``"batch"``, ``"seq"``) when symbolic. The dtype is a numpy
+name (``"float32"``, ``"int64"``), so specs serialize to JSON and compare without importing a runtime.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import InputError
+
+Dim = int | str
+
+# ONNX TensorProto element types <-> numpy names (kept here so onnx is not needed to read a spec).
+ONNX_TO_NUMPY: dict[int, str] = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+    16: "bfloat16",
+}
+NUMPY_TO_ONNX: dict[str, int] = {v: k for k, v in ONNX_TO_NUMPY.items()}
+_DTYPE_ALIASES = {
+    "float": "float32",
+    "fp32": "float32",
+    "f32": "float32",
+    "half": "float16",
+    "fp16": "float16",
+    "f16": "float16",
+    "double": "float64",
+    "long": "int64",
+    "int": "int32",
+    "i64": "int64",
+    "i32": "int32",
+}
+
+
+def canonical_dtype(name: str) -> str:
+    """Return the numpy name for a dtype given as numpy name, ONNX-ish alias or torch name."""
+    key = str(name).strip().lower().removeprefix("torch.")
+    key = _DTYPE_ALIASES.get(key, key)
+    if key not in NUMPY_TO_ONNX:
+        known = ", ".join(sorted(NUMPY_TO_ONNX))
+        raise InputError(f"unknown dtype {name!r}; expected one of: {known}")
+    return key
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, numpy dtype and shape (ints fixed, strings symbolic) of one model input or output."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
+        object.__setattr__(self, "shape", tuple(self.shape))
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def symbolic_dims(self) -> dict[int, str]:
+        """Axis index -> symbol for every dim that is not fixed."""
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+    def concrete_shape(self, dims: Mapping[str, int]) -> tuple[int, ...]:
+        """The shape with every symbolic dim replaced by its size in ``dims``."""
+        out = []
+        for d in self.shape:
+            if isinstance(d, int):
+                out.append(d)
+            elif d in dims:
+                out.append(int(dims[d]))
+            else:
+                raise InputError(f"input {self.name!r}: no size given for dim {d!r} (use --dim {d}=N)")
+        return tuple(out)
+
+    def describe(self) -> str:
+        """``name: dtype[d0, d1]``, the form used in error messages and tables."""
+        return f"{self.name}: {self.dtype}[{', '.join(str(d) for d in self.shape)}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
+        return cls(name=data["name"], dtype=data["dtype"], shape=tuple(data["shape"]))
+
+
+_SPEC_RE = re.compile(r"^\s*([^:\s]+)\s*:\s*([A-Za-z0-9_.]+)\s*\[([^\]]*)\]\s*$")
+
+
+def parse_spec(text: str) -> TensorSpec:
+    """Parse ``NAME:DTYPE[DIM,...]`` (dims are ints or symbols), as given to ``--input``."""
+    m = _SPEC_RE.match(text)
+    if not m:
+        raise InputError(f"bad input spec {text!r}; expected NAME:DTYPE[DIM,...], e.g. x:float32[batch,3,224,224]")
+    name, dtype, dims_text = m.groups()
+    dims: list[Dim] = []
+    for raw in (p.strip() for p in dims_text.split(",")):
+        if not raw:
+            continue
+        if raw.lstrip("-").isdigit():
+            if int(raw) <= 0:
+                raise InputError(f"bad input spec {text!r}: fixed dims must be positive")
+            dims.append(int(raw))
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", raw):
+            dims.append(raw)
+        else:
+            raise InputError(f"bad dim {raw!r} in input spec {text!r}")
+    return TensorSpec(name=name, dtype=dtype, shape=tuple(dims))
+
+
+def parse_dim_sizes(items: Sequence[str]) -> dict[str, int]:
+    """Parse ``NAME=SIZE`` items (``--dim``) into a dict."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit() or int(value) <= 0:
+            raise InputError(f"bad dim size {item!r}; expected NAME=SIZE with SIZE a positive integer")
+        out[name.strip()] = int(value)
+    return out
+
+
+DEFAULT_DIM_SIZES: dict[str, int] = {"batch": 1, "seq": 16}
+
+
+def random_feeds(
+    specs: Sequence[TensorSpec],
+    dims: Mapping[str, int] | None = None,
+    *,
+    seed: int = 0,
+    int_range: Mapping[str, tuple[int, int]] | None = None,
+) -> dict[str, np.ndarray]:
+    """Random inputs matching ``specs``; symbolic dims take ``dims``, else a default (batch 1, others 16).
+
+    Integer inputs draw from ``int_range[name]`` (inclusive) when given, else [0, 100].
+    """
+    rng = np.random.default_rng(seed)
+    sizes = {**DEFAULT_DIM_SIZES, **(dims or {})}
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        shape = tuple(d if isinstance(d, int) else sizes.get(d, 16) for d in spec.shape)
+        dtype = np.dtype(spec.dtype) if spec.dtype != "bfloat16" else np.dtype("float32")
+        if dtype.kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            lo, hi = (int_range or {}).get(spec.name, (0, 100))
+            feeds[spec.name] = rng.integers(lo, hi + 1, shape).astype(dtype)
+    return feeds
+
+
+def specs_from_onnx_values(values: Sequence[Any]) -> list[TensorSpec]:
+    """TensorSpecs from ONNX ``ValueInfoProto`` entries (graph inputs or outputs)."""
+    specs = []
+    for i, v in enumerate(values):
+        t = v.type.tensor_type
+        dims: list[Dim] = []
+        for j, d in enumerate(t.shape.dim):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param") and d.dim_param:
+                dims.append(d.dim_param)
+            else:
+                dims.append(f"{v.name}_dim{j}")
+        dtype = ONNX_TO_NUMPY.get(t.elem_type)
+        if dtype is None:
+            raise InputError(f"tensor {v.name!r} (#{i}) has unsupported ONNX element type {t.elem_type}")
+        specs.append(TensorSpec(name=v.name, dtype=dtype, shape=tuple(dims)))
+    return specs
