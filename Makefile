@@ -1,6 +1,8 @@
 # One place for the torch pin: the CPU build, installed before anything that depends on torch, so pip
 # never pulls a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
+# Elsewhere, point this at the PyTorch CPU wheel index (https://download.pytorch.org/whl/cpu) to get the CPU build.
+TORCH_INDEX ?=
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_PIN)" --extra-index-url https://download.pytorch.org/whl/cpu
+	$(PY) -m pip install --quiet "$(TORCH_PIN)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[all,dev]" "$(TORCH_PIN)"
 	touch $(STAMP)
 

@@ -36,13 +36,13 @@ _ERRORS = (
 )
 
 if TYPE_CHECKING:
-    from edgekit.api import load
-    from edgekit.bench import bench
-    from edgekit.converters.pipeline import convert
+    from edgekit.api import load as load
+    from edgekit.bench import bench as bench
+    from edgekit.converters.pipeline import convert as convert
     from edgekit.errors import *  # noqa: F403
-    from edgekit.runtimes import available_targets
-    from edgekit.runtimes.base import Session
-    from edgekit.specs import TensorSpec
+    from edgekit.runtimes import available_targets as available_targets
+    from edgekit.runtimes.base import Session as Session
+    from edgekit.specs import TensorSpec as TensorSpec
 
 
 def __getattr__(name: str) -> Any:

@@ -55,7 +55,10 @@ def _errors() -> Iterator[None]:
     except Exception as exc:
         if _state["debug"]:
             raise
-        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {escape(_one_line(exc))} (rerun with --debug)", soft_wrap=True)
+        err.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {escape(_one_line(exc))} (rerun with --debug)",
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
 
 
@@ -109,8 +112,12 @@ def convert(
     dims: Annotated[list[str], typer.Option("--dim", help="Example size of a symbolic dim, NAME=SIZE.")] = [],  # noqa: B006
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
     exporter: Annotated[str, typer.Option(help="auto, dynamo or torchscript.")] = "auto",
-    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow loading a pickled module (runs code).")] = False,
-    validate_target: Annotated[list[str], typer.Option("--validate-target", help="Also validate on this runtime.")] = [],  # noqa: B006
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Allow loading a pickled module (runs code).")
+    ] = False,
+    validate_target: Annotated[
+        list[str], typer.Option("--validate-target", help="Also validate on this runtime.")
+    ] = [],  # noqa: B006
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
@@ -267,8 +274,10 @@ def inspect(
                 "created": manifest.created,
                 "edgekit_version": manifest.edgekit_version,
                 "stages": [s.name for s in manifest.stages],
-                "validation": {t: {"passed": r["passed"], "precision": r["precision"], "min_cosine": r["min_cosine"]}
-                               for t, r in manifest.validation.items()},  # fmt: skip
+                "validation": {
+                    t: {"passed": r["passed"], "precision": r["precision"], "min_cosine": r["min_cosine"]}
+                    for t, r in manifest.validation.items()
+                },
                 "files": len(manifest.files),
             }
         if json_out:

@@ -7,6 +7,7 @@ the user's ``--input`` specs or the source's own declaration override that.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,34 +202,40 @@ def _onnx_float(dtype: np.dtype) -> str:
 
 def export_onnx(module: torch.nn.Module, plan: IOPlan, path: Path, exporter: str, opset: int) -> None:
     """Export with one exporter, name dims after the plan, and check the file (checker + ORT load)."""
+    large = _param_bytes(module) > _TWO_GB * 0.9
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer and deprecation chatter; real failures still raise
+            _run_exporter(module, plan, path, exporter, opset, large)
+    except Exception as exc:
+        raise ExportError(f"{exporter} exporter failed: {_first_line(exc)}") from exc
+    _name_dims(path, plan)
+    check_onnx_file(path)
+
+
+def _run_exporter(module: torch.nn.Module, plan: IOPlan, path: Path, exporter: str, opset: int, large: bool) -> None:
     import torch
 
     kwargs = to_torch_feeds(plan.example)
     input_names = [s.name for s in plan.inputs]
     output_names = [s.name for s in plan.outputs]
-    large = _param_bytes(module) > _TWO_GB * 0.9
-    try:
-        if exporter == "torchscript":
-            axes = {s.name: dict(s.symbolic_dims) for s in [*plan.inputs, *plan.outputs] if s.symbolic_dims}
-            torch.onnx.export(
-                module, (), str(path), kwargs=kwargs, input_names=input_names, output_names=output_names,
-                dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False,
-            )  # fmt: skip
-        else:
-            auto = torch.export.Dim.AUTO
-            shapes = {s.name: dict.fromkeys(s.symbolic_dims, auto) or None for s in plan.inputs}
-            program = torch.onnx.export(
-                module, (), kwargs=kwargs, input_names=input_names, output_names=output_names,
-                dynamic_shapes=shapes, opset_version=opset, dynamo=True, optimize=True,
-            )  # fmt: skip
-            program.save(str(path), external_data=large)
-    except Exception as exc:
-        raise ExportError(f"{exporter} exporter failed: {_first_line(exc)}") from exc
-    _name_dims(path, plan, large)
-    check_onnx_file(path)
+    if exporter == "torchscript":
+        axes = {s.name: dict(s.symbolic_dims) for s in [*plan.inputs, *plan.outputs] if s.symbolic_dims}
+        torch.onnx.export(
+            module, (), str(path), kwargs=kwargs, input_names=input_names, output_names=output_names,
+            dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False,
+        )  # fmt: skip
+        return
+    auto = torch.export.Dim.AUTO
+    shapes = {s.name: dict.fromkeys(s.symbolic_dims, auto) or None for s in plan.inputs}
+    program = torch.onnx.export(
+        module, (), kwargs=kwargs, input_names=input_names, output_names=output_names,
+        dynamic_shapes=shapes, opset_version=opset, dynamo=True, optimize=True, verbose=False,
+    )  # fmt: skip
+    program.save(str(path), external_data=large)
 
 
-def _name_dims(path: Path, plan: IOPlan, large: bool) -> None:
+def _name_dims(path: Path, plan: IOPlan) -> None:
     """Give the graph's IO dims the plan's symbol names (dynamo calls them s0, s1...)."""
     import onnx
 

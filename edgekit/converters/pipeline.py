@@ -11,8 +11,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import MODEL_NAME, Manifest, Source, Stage, library_versions, platform_facts, staging_dir
-from edgekit.artifact import write_manifest
+from edgekit.artifact import (
+    MODEL_NAME,
+    Manifest,
+    Source,
+    Stage,
+    library_versions,
+    platform_facts,
+    staging_dir,
+    write_manifest,
+)
 from edgekit.converters.export import ExportOptions, IOPlan, export_onnx, plan_io
 from edgekit.converters.validate import TOLERANCES, Case, TargetReport, build_cases, check_session, require_passed
 from edgekit.errors import EdgekitError, ExportError, ValidationError

@@ -66,7 +66,9 @@ def run_torch(module: torch.nn.Module, feeds: Mapping[str, np.ndarray], names: S
 def value_ranges(feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[int, int]]:
     """Inclusive value range of each integer feed, so resized inputs stay in the range the model saw."""
     return {
-        k: (int(v.min()), int(v.max())) for k, v in feeds.items() if v.dtype.kind in "iub" and v.size and v.dtype != bool
+        k: (int(v.min()), int(v.max()))
+        for k, v in feeds.items()
+        if v.dtype.kind in "iub" and v.size and v.dtype != bool
     }
 
 
@@ -93,7 +95,9 @@ def feeds_at_sizes(
             std = float(ref.std()) if ref.size > 1 else 1.0
             out[spec.name] = (rng.standard_normal(shape) * (std or 1.0) + float(ref.mean())).astype(ref.dtype)
         elif ref.dtype == bool:
-            out[spec.name] = rng.integers(0, 2, shape).astype(bool) if ref.any() != ref.all() else np.full(shape, ref.flat[0])
+            out[spec.name] = (
+                rng.integers(0, 2, shape).astype(bool) if ref.any() != ref.all() else np.full(shape, ref.flat[0])
+            )
         else:
             lo, hi = ranges.get(spec.name, (0, 1))
             out[spec.name] = rng.integers(lo, hi + 1, shape).astype(ref.dtype)

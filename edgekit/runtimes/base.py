@@ -103,9 +103,13 @@ def validate_feeds(checks: tuple[_InputCheck, ...], names: frozenset[str], feeds
     for c in checks:
         value = feeds[c.name]
         if not isinstance(value, np.ndarray):
-            raise FeedError(f"input {c.name!r}: expected a numpy array ({c.spec.describe()}), got {type(value).__name__}")
+            raise FeedError(
+                f"input {c.name!r}: expected a numpy array ({c.spec.describe()}), got {type(value).__name__}"
+            )
         if value.dtype != c.dtype:
-            raise FeedError(f"input {c.name!r}: expected dtype {c.dtype.name}, got {value.dtype.name} ({c.spec.describe()})")
+            raise FeedError(
+                f"input {c.name!r}: expected dtype {c.dtype.name}, got {value.dtype.name} ({c.spec.describe()})"
+            )
         shape = value.shape
         if len(shape) != c.rank:
             raise FeedError(f"input {c.name!r}: expected rank {c.rank}, got shape {list(shape)} ({c.spec.describe()})")
@@ -122,9 +126,7 @@ def validate_feeds(checks: tuple[_InputCheck, ...], names: frozenset[str], feeds
             if prev is None:
                 seen[sym] = (size, c.name)
             elif prev[0] != size:
-                raise FeedError(
-                    f"input {c.name!r}: dim {sym!r} is {size} but input {prev[1]!r} has {sym}={prev[0]}"
-                )
+                raise FeedError(f"input {c.name!r}: dim {sym!r} is {size} but input {prev[1]!r} has {sym}={prev[0]}")
 
 
 class Session(ABC):
@@ -155,7 +157,7 @@ class Session(ABC):
     def info(self) -> SessionInfo:
         """What actually runs: device, effective precision, providers, versions."""
 
-    def _close(self) -> None:
+    def _close(self) -> None:  # noqa: B027 - a no-op default backends override when they hold resources
         """Release backend resources."""
 
     @classmethod

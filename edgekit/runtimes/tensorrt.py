@@ -18,14 +18,16 @@ methods, so importing this module is cheap and works without them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.errors import BackendError, FeedError, InputError, RuntimeUnavailableError
+from edgekit.errors import BackendError, FeedError, InputError, ModelFormatError, RuntimeUnavailableError
 from edgekit.runtimes import tensorrt_plan as plan
 from edgekit.runtimes.base import Session, SessionInfo
 
@@ -71,6 +73,19 @@ def _gpu_facts(cudart: Any, index: int) -> tuple[str, tuple[int, int]]:
     return name.split("\x00", 1)[0].strip(), (int(prop.major), int(prop.minor))
 
 
+def _model_digest(path: Path) -> str:
+    """sha256 over the ONNX file and its external data files, so new weights never hit an old engine."""
+    from edgekit.artifact import sha256_of
+    from edgekit.onnxfile import external_data_files, read_onnx
+
+    digest = hashlib.sha256(sha256_of(path).encode())
+    for extra in external_data_files(read_onnx(path, check=False), path):
+        if not extra.is_file():
+            raise ModelFormatError(f"external data file {extra.name} of {path.name} is missing")
+        digest.update(f"{extra.name}:{sha256_of(extra)}".encode())
+    return digest.hexdigest()
+
+
 def _make_logger(trt: Any) -> Any:
     """A TensorRT logger that keeps the last error (for one-line BackendErrors) and forwards to logging."""
 
@@ -103,7 +118,20 @@ class TensorRTSession(Session):
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, capacity bytes)
         self._stream: Any = None
         self._cudart = _import_cudart()
-        self._trt = trt = _import_trt()
+        self._trt = _import_trt()
+        self._decide_flags(graph)
+        self._select_gpu()
+        self._logger = _make_logger(self._trt)
+        self._engine = self._load_engine()
+        self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise BackendError(f"TensorRT could not create an execution context: {self._last_error()}")
+        self._io = self._engine_io()
+        self._stream = _check(self._cudart, self._cudart.cudaStreamCreate(), "cudaStreamCreate")
+
+    def _decide_flags(self, graph: str) -> None:
+        """Network and builder flags for this TensorRT version, graph precision and request."""
+        trt = self._trt
         major = plan.trt_major_version(trt.__version__)
         typed = plan.resolve_strongly_typed(major, self._options.strongly_typed, graph, self.config.precision)
         if typed and major < 11 and not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
@@ -112,18 +140,21 @@ class TensorRTSession(Session):
             typed = False  # this TensorRT 10 predates strong typing: fall back to builder flags
         self._flags = plan.builder_precision_flags(major, self.config.precision, graph=graph, strongly_typed=typed)
         self._network_flags = plan.network_flags_for(major, typed)
-        self._select_gpu()
-        self._logger = _make_logger(trt)
-        self._plan_bytes, self._from_cache, self._build_s = self._engine_plan()
-        self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(self._plan_bytes)
-        if self._engine is None:
+
+    def _load_engine(self) -> Any:
+        """Deserialize the cached or freshly built plan; a cached plan that will not load is rebuilt once."""
+        self._runtime = self._trt.Runtime(self._logger)
+        data, self._from_cache, self._build_s = self._engine_plan()
+        engine = self._runtime.deserialize_cuda_engine(data)
+        if engine is None and self._from_cache:
+            log.warning("cached TensorRT engine %s did not load; rebuilding it", self._plan_path)
+            self._plan_path.unlink(missing_ok=True)
+            data, self._from_cache, self._build_s = self._engine_plan()
+            engine = self._runtime.deserialize_cuda_engine(data)
+        if engine is None:
             raise BackendError(f"TensorRT could not deserialize the engine: {self._last_error()}")
-        self._context = self._engine.create_execution_context()
-        if self._context is None:
-            raise BackendError(f"TensorRT could not create an execution context: {self._last_error()}")
-        self._io = self._engine_io()
-        self._stream = _check(self._cudart, self._cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._plan_bytes = len(data)
+        return engine
 
     def _select_gpu(self) -> None:
         cudart = self._cudart
@@ -148,11 +179,9 @@ class TensorRTSession(Session):
 
     def _engine_plan(self) -> tuple[bytes, bool, float]:
         """Serialized engine from the cache when its key matches, else built and cached: (plan, cached, secs)."""
-        from edgekit.artifact import sha256_of
-
         trt_version = str(self._trt.__version__)
         self._cache_key = plan.engine_cache_key(
-            sha256_of(self.model.path), trt_version, self._gpu_name, self._cc, self._build_options()
+            _model_digest(self.model.path), trt_version, self._gpu_name, self._cc, self._build_options()
         )
         cache_dir = self.config.cache_dir or plan.default_cache_dir()
         timing_key = plan.timing_cache_key(trt_version, self._gpu_name, self._cc)
@@ -286,6 +315,7 @@ class TensorRTSession(Session):
                 "plan_path": str(self._plan_path),
                 "plan_from_cache": self._from_cache,
                 "build_seconds": round(self._build_s, 3),
+                "plan_bytes": self._plan_bytes,
                 "builder_flags": list(self._flags),
                 "network_flags": list(self._network_flags),
                 "workspace_bytes": self._options.workspace_bytes,

@@ -1,0 +1,98 @@
+"""One conformance suite every registered runtime must pass (scikit-learn's parametrize_with_checks idea).
+
+Same small models -> same outputs (within the tolerance of the precision the runtime reports) and the same
+errors for the same bad feeds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit.converters.validate import compare_outputs, tolerance_for
+from edgekit.errors import EdgekitError, FeedError, InputError
+
+# OpenVINO may run fp32 models in bf16 by default on CPUs that have it; conformance pins f32 where possible.
+_PINNED = {"openvino": "f32"}
+
+
+def _load(path, runtime, **kw):
+    return edgekit.load(path, target=runtime, precision=_PINNED.get(runtime), **kw)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_outputs_match_numpy_reference(onnx_case, runtime, batch):
+    with _load(onnx_case.path, runtime) as session:
+        feeds = onnx_case.feeds(batch)
+        got = session.run(feeds)
+        ref = onnx_case.reference(feeds)
+        tol = tolerance_for(session.info().precision)
+        metrics = compare_outputs(ref, got, tol)
+        assert all(m["passed"] for m in metrics.values()), metrics
+        assert set(got) == {o.name for o in session.outputs}
+        assert all(isinstance(v, np.ndarray) for v in got.values())
+
+
+def test_session_reports_facts(mlp_onnx, runtime):
+    with _load(mlp_onnx.path, runtime, threads=1) as session:
+        info = session.info()
+        assert info.target == runtime
+        assert info.device and info.backend_version and info.precision
+        assert info.providers
+        assert [s.name for s in session.inputs] == ["x"]
+        assert session.inputs[0].shape == ("batch", 8)
+        assert info.to_dict()["target"] == runtime
+
+
+_BAD_FEEDS = {
+    "unknown name": ({"x": np.zeros((1, 8), np.float32), "z": np.zeros(1, np.float32)}, "unknown input 'z'"),
+    "missing name": ({}, "missing input 'x'"),
+    "wrong dtype": ({"x": np.zeros((1, 8), np.float64)}, "expected dtype float32, got float64"),
+    "wrong rank": ({"x": np.zeros((1, 8, 1), np.float32)}, "expected rank 2"),
+    "wrong fixed dim": ({"x": np.zeros((1, 9), np.float32)}, "dim 1 must be 8"),
+    "not an array": ({"x": [[0.0] * 8]}, "expected a numpy array"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_FEEDS))
+def test_bad_feeds_fail_the_same_way(mlp_onnx, runtime, case):
+    feeds, message = _BAD_FEEDS[case]
+    with _load(mlp_onnx.path, runtime) as session, pytest.raises(FeedError) as excinfo:
+        session.run(feeds)
+    assert message in str(excinfo.value)
+    assert "x: float32[batch, 8]" in str(excinfo.value)
+    assert excinfo.value.exit_code == 2
+
+
+def test_inconsistent_symbolic_dims_are_rejected(tmp_path, runtime):
+    from conftest import make_embedding_onnx
+
+    case = make_embedding_onnx(tmp_path / "emb.onnx")
+    feeds = {"ids": np.zeros((2, 5), np.int64), "mask": np.ones((2, 6), np.float32)}
+    with _load(case.path, runtime) as session, pytest.raises(FeedError, match="dim 'seq' is 6 but input 'ids'"):
+        session.run(feeds)
+
+
+def test_unknown_option_is_an_input_error(mlp_onnx, runtime):
+    with pytest.raises(InputError, match="unknown option 'no_such_option'"):
+        edgekit.load(mlp_onnx.path, target=runtime, options={"no_such_option": 1})
+
+
+def test_run_after_close_is_an_error(mlp_onnx, runtime):
+    session = _load(mlp_onnx.path, runtime)
+    session.close()
+    with pytest.raises(EdgekitError, match="closed"):
+        session.run(mlp_onnx.feeds(1))
+
+
+def test_corrupt_model_is_rejected_before_the_backend(tmp_path, runtime):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(np.random.default_rng(0).bytes(2048))
+    with pytest.raises(edgekit.ModelFormatError):
+        edgekit.load(bad, target=runtime)
+
+
+def test_bad_threads_value(mlp_onnx, runtime):
+    with pytest.raises(InputError, match="threads"):
+        edgekit.load(mlp_onnx.path, target=runtime, threads=0)
