@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.converters.torch_io import feeds_at_sizes, output_keys, run_torch, to_numpy_feeds, to_torch_feeds
+from edgekit.converters.torch_io import (
+    call_args,
+    feeds_at_sizes,
+    output_keys,
+    run_torch,
+    to_numpy_feeds,
+    to_torch_feeds,
+)
 from edgekit.errors import ExportError, InputError
 from edgekit.specs import TensorSpec
 
@@ -126,6 +133,8 @@ def plan_io(source: LoadedSource, options: ExportOptions) -> IOPlan:
             "(or return (module, example_inputs) from the factory)"
         )
     example = _at_least_two(example, groups, ranges, options.seed)
+    if source.input_names and set(example) <= set(source.input_names):  # export and call in forward's order
+        example = {k: example[k] for k in sorted(example, key=source.input_names.index)}
     names = source.output_names or _output_names(source.module, example)
     base = run_torch(source.module, example, names)
     notes: list[str] = []
@@ -187,8 +196,9 @@ def _output_names(module: torch.nn.Module, example: Mapping[str, np.ndarray]) ->
 
     from edgekit.converters.torch_io import flatten_outputs
 
+    args, kwargs = call_args(module, to_torch_feeds(example))
     with torch.inference_mode():
-        result = module(**to_torch_feeds(example))
+        result = module(*args, **kwargs)
     keys = output_keys(result)
     if keys:
         return keys
@@ -216,21 +226,22 @@ def export_onnx(module: torch.nn.Module, plan: IOPlan, path: Path, exporter: str
 def _run_exporter(module: torch.nn.Module, plan: IOPlan, path: Path, exporter: str, opset: int, large: bool) -> None:
     import torch
 
-    kwargs = to_torch_feeds(plan.example)
+    args, kwargs = call_args(module, to_torch_feeds(plan.example))
     input_names = [s.name for s in plan.inputs]
     output_names = [s.name for s in plan.outputs]
     if exporter == "torchscript":
         axes = {s.name: dict(s.symbolic_dims) for s in [*plan.inputs, *plan.outputs] if s.symbolic_dims}
         torch.onnx.export(
-            module, (), str(path), kwargs=kwargs, input_names=input_names, output_names=output_names,
+            module, args, str(path), kwargs=kwargs or None, input_names=input_names, output_names=output_names,
             dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False,
         )  # fmt: skip
         return
     auto = torch.export.Dim.AUTO
     shapes = {s.name: dict.fromkeys(s.symbolic_dims, auto) or None for s in plan.inputs}
+    dynamic = shapes if kwargs else tuple(shapes.values())
     program = torch.onnx.export(
-        module, (), kwargs=kwargs, input_names=input_names, output_names=output_names,
-        dynamic_shapes=shapes, opset_version=opset, dynamo=True, optimize=True, verbose=False,
+        module, args, kwargs=kwargs or None, input_names=input_names, output_names=output_names,
+        dynamic_shapes=dynamic, opset_version=opset, dynamo=True, optimize=True, verbose=False,
     )  # fmt: skip
     program.save(str(path), external_data=large)
 

@@ -5,6 +5,7 @@ Shared by export (probing which dims can vary), validation (torch reference) and
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -51,12 +52,34 @@ def output_keys(result: Any) -> list[str] | None:
     return None
 
 
+def call_args(module: torch.nn.Module, feeds: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Positional args when the feeds are a prefix of ``forward``'s parameters, else keyword args.
+
+    Positional calls work for modules that accept no keywords (``ExportedProgram.module()``, TorchScript);
+    keywords keep a call right when the feeds skip an optional parameter in the middle.
+    """
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return tuple(feeds.values()), {}
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [p.name for p in params if p.kind in positional]
+    if not names and any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params):
+        return tuple(feeds.values()), {}
+    if set(feeds) <= set(names):
+        ordered = sorted(feeds, key=names.index)
+        if ordered == names[: len(ordered)]:
+            return tuple(feeds[k] for k in ordered), {}
+    return (), dict(feeds)
+
+
 def run_torch(module: torch.nn.Module, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
     """Run ``module(**feeds)`` under ``inference_mode`` and return float outputs by name as numpy."""
     import torch
 
+    args, kwargs = call_args(module, to_torch_feeds(feeds))
     with torch.inference_mode():
-        result = module(**to_torch_feeds(feeds))
+        result = module(*args, **kwargs)
     tensors = flatten_outputs(result)
     if len(tensors) != len(names):
         raise ExportError(f"model returned {len(tensors)} outputs, expected {len(names)} ({', '.join(names)})")

@@ -1,0 +1,164 @@
+"""Export end to end: real test models given as file.py:function, converted, then run on ONNX Runtime and
+OpenVINO at batch and sequence sizes other than the example's, compared with torch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import edgekit
+from edgekit.converters.validate import cosines
+from edgekit.errors import InputError, ValidationError
+from edgekit.specs import parse_spec
+
+MODELS = Path(__file__).parent / "models"
+CPU_TARGETS = [t for t in ("onnxruntime", "openvino") if t in edgekit.available_targets()]
+
+
+def _factory(name: str, func: str = "make"):
+    spec = importlib.util.spec_from_file_location(f"_ek_test_{name}", MODELS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, func)()
+
+
+def _torch_out(model: torch.nn.Module, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    with torch.inference_mode():
+        return model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("converted")
+    out = {}
+    for name in ("mlp", "cnn", "transformer"):
+        out[name] = root / name
+        edgekit.convert(f"{MODELS / name}.py:make", out[name], validate_targets=CPU_TARGETS)
+    return out
+
+
+_OTHER_SIZES = {
+    "mlp": lambda r: {"x": r.standard_normal((5, 16)).astype(np.float32)},
+    "cnn": lambda r: {"x": r.standard_normal((3, 3, 32, 32)).astype(np.float32)},
+    "transformer": lambda r: {
+        "input_ids": r.integers(0, 100, (3, 21)).astype(np.int64),
+        "attention_mask": np.ones((3, 21), np.int64),
+    },
+}
+
+
+@pytest.mark.parametrize("target", CPU_TARGETS)
+@pytest.mark.parametrize("name", sorted(_OTHER_SIZES))
+def test_converted_models_match_torch_at_new_sizes(converted, name, target):
+    model, _ = _factory(name)
+    feeds = _OTHER_SIZES[name](np.random.default_rng(7))
+    ref = _torch_out(model, feeds)
+    with edgekit.load(converted[name], target=target, precision="f32" if target == "openvino" else None) as s:
+        got = next(iter(s.run(feeds).values()))
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-3)
+
+
+def test_manifest_records_dims_validation_and_source(converted):
+    manifest = json.loads((converted["transformer"] / "edgekit.json").read_text())
+    assert manifest["inputs"][0] == {"name": "input_ids", "dtype": "int64", "shape": ["batch", "seq"]}
+    assert manifest["outputs"][0]["shape"] == ["batch", 32]
+    assert manifest["source"]["kind"] == "python" and manifest["source"]["sha256"]
+    for target in CPU_TARGETS:
+        assert manifest["validation"][target]["passed"] is True
+        assert len(manifest["validation"][target]["cases"]) >= 3  # the example plus larger and smaller sizes
+    export = manifest["stages"][0]
+    assert export["name"] == "export" and export["params"]["exporter"] in ("torchscript", "dynamo")
+    cnn = json.loads((converted["cnn"] / "edgekit.json").read_text())
+    assert cnn["inputs"][0]["shape"] == ["batch", 3, 32, 32]  # spatial dims stay fixed by default
+
+
+def test_fallback_when_torchscript_bakes_in_shapes(converted):
+    """nn.MultiheadAttention traced by TorchScript fixes the sequence length; the gate catches it at other
+    sizes and auto falls back to dynamo. Either way the chosen exporter passed the gate."""
+    export = json.loads((converted["transformer"] / "edgekit.json").read_text())["stages"][0]
+    attempts = export["metrics"]["attempts"]
+    assert attempts[-1]["result"] == "ok"
+    assert attempts[-1]["exporter"] == export["params"]["exporter"]
+
+
+def test_forced_torchscript_on_the_transformer_fails_the_gate(tmp_path):
+    out = tmp_path / "ts"
+    with pytest.raises(ValidationError, match="parity gate failed on onnxruntime"):
+        edgekit.convert(f"{MODELS}/transformer.py:make", out, exporter="torchscript")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_each_exporter_on_the_mlp(tmp_path, exporter):
+    manifest = edgekit.convert(f"{MODELS}/mlp.py:make", tmp_path / "m", exporter=exporter, opset=17)
+    assert manifest.stages[0].params["exporter"] == exporter
+    assert manifest.opset == 17
+    assert manifest.inputs[0]["shape"] == ["batch", 16]
+
+
+def test_input_specs_describe_a_model_without_examples(tmp_path):
+    module = tmp_path / "bare.py"
+    module.write_text(
+        "import torch\n"
+        "def make():\n"
+        "    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(6, 3), torch.nn.Tanh()).eval()\n"
+    )
+    with pytest.raises(InputError, match="--input"):
+        edgekit.convert(f"{module}:make", tmp_path / "a")
+    manifest = edgekit.convert(
+        f"{module}:make", tmp_path / "b", input_specs=[parse_spec("input:float32[n,6]")], dim_sizes={"n": 4}
+    )
+    assert manifest.inputs == [{"name": "input", "dtype": "float32", "shape": ["n", 6]}]
+    assert manifest.outputs[0]["shape"] == ["n", 3]
+
+
+def test_declared_dim_that_cannot_vary_is_an_error(tmp_path):
+    with pytest.raises(InputError, match="dim 'w' cannot vary"):
+        edgekit.convert(
+            f"{MODELS}/mlp.py:make", tmp_path / "x", input_specs=[parse_spec("x:float32[batch,w]")], dim_sizes={"w": 16}
+        )
+
+
+def test_exported_program_source(tmp_path):
+    model, example = _factory("mlp")
+    program = torch.export.export(model, example, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, tmp_path / "mlp.pt2")
+    manifest = edgekit.convert(tmp_path / "mlp.pt2", tmp_path / "art")
+    assert manifest.source.kind == "exported_program"
+    assert manifest.inputs[0]["shape"][0] == "batch"
+    feeds = {"x": np.random.default_rng(1).standard_normal((4, 16)).astype(np.float32)}
+    with edgekit.load(tmp_path / "art") as s:
+        np.testing.assert_allclose(s.run(feeds)["output"], _torch_out(model, feeds), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_minilm_embedding_matches_torch_on_every_cpu_target(tmp_path):
+    from edgekit.sources import bundled_minilm_dir, load_source
+
+    directory = bundled_minilm_dir()
+    out = tmp_path / "minilm"
+    manifest = edgekit.convert(directory, out, validate_targets=CPU_TARGETS)
+    assert manifest.outputs == [{"name": "embedding", "dtype": "float32", "shape": ["batch", 384]}]
+    assert {"tokenizer/tokenizer.json", "model.onnx"} <= set(manifest.files)
+    source = load_source(directory)
+    rng = np.random.default_rng(3)
+    ids = rng.integers(1000, 20000, (3, 128)).astype(np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    feeds = {k: v for k, v in feeds.items() if k in {s["name"] for s in manifest.inputs}}
+    ref = _torch_out(source.module, feeds)
+    for target in CPU_TARGETS:
+        precision = "f32" if target == "openvino" else None
+        with edgekit.load(out, target=target, precision=precision) as s:
+            got = s.run(feeds)["embedding"]
+            assert cosines(ref, got).min() >= 0.9999, target
+        if target == "openvino":
+            with edgekit.load(out, target=target) as default:
+                hint = default.info().details["inference_precision_hint"]
+                assert hint in ("f32", "bf16", "f16")  # whatever this CPU runs by default, it is reported
