@@ -278,7 +278,9 @@ def check_onnx_file(path: Path) -> None:
     except Exception as exc:
         raise ExportError(f"exported model fails onnx.checker: {_first_line(exc)}") from exc
     try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        so = ort.SessionOptions()
+        so.log_severity_level = 4
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ExportError(f"exported model does not load in ONNX Runtime: {_first_line(exc)}") from exc
 

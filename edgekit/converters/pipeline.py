@@ -136,7 +136,8 @@ def _check_target(path: Path, plan: IOPlan, target: str, cases: list[Case]) -> T
         except ValidationError:
             raise
         except EdgekitError as exc:
-            return TargetReport(target, "?", TOLERANCES["fp32"], passed=False, failure=str(exc))
+            info = session.info()
+            return TargetReport(target, info.precision, TOLERANCES["fp32"], passed=False, failure=str(exc))
 
 
 def _remove_model_files(path: Path) -> None:

@@ -19,7 +19,9 @@ _DEVICE_PROVIDERS: dict[str, tuple[str, str]] = {
 }
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
 _OPT_LEVELS["all"] = "ORT_ENABLE_ALL"
-OPTION_KEYS = frozenset({"providers", "graph_optimization_level", "allow_spinning", "inter_op_threads"})
+OPTION_KEYS = frozenset(
+    {"providers", "graph_optimization_level", "allow_spinning", "inter_op_threads", "log_severity_level"}
+)
 
 
 def providers_for(device: str | None, available: list[str]) -> list[str | tuple[str, dict[str, Any]]]:
@@ -62,6 +64,8 @@ class OnnxRuntimeSession(Session):
                 " convert with `edgekit convert --quantize ...` to change it"
             )
         so = ort.SessionOptions()
+        # ORT's own C++ log would print failures a second time, unformatted; edgekit raises them as one line
+        so.log_severity_level = int(opts.get("log_severity_level", 4))
         if self.config.threads is not None:
             so.intra_op_num_threads = self.config.threads
         if "inter_op_threads" in opts:
