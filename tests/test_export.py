@@ -162,3 +162,45 @@ def test_minilm_embedding_matches_torch_on_every_cpu_target(tmp_path):
             with edgekit.load(out, target=target) as default:
                 hint = default.info().details["inference_precision_hint"]
                 assert hint in ("f32", "bf16", "f16")  # whatever this CPU runs by default, it is reported
+
+
+@pytest.mark.slow
+def test_minilm_artifact_embeds_text_like_sentence_transformers(tmp_path):
+    """Tokenizer from the artifact + ONNX Runtime == sentence-transformers' own encode()."""
+    from sentence_transformers import SentenceTransformer
+
+    from edgekit.sources import bundled_minilm_dir
+    from edgekit.text import TextEncoder
+
+    sentences = ["A man is playing a guitar.", "Edge devices run compressed models.", "Hello!"]
+    out = tmp_path / "minilm"
+    edgekit.convert(bundled_minilm_dir(), out)
+    feeds = TextEncoder.for_artifact(out).encode(sentences)
+    with edgekit.load(out) as session:
+        got = session.run(feeds)["embedding"]
+    expected = SentenceTransformer(str(bundled_minilm_dir()), device="cpu").encode(sentences)
+    assert cosines(expected, got).min() >= 0.9999
+
+
+def test_output_rename_moves_a_colliding_internal_value(tmp_path):
+    """dynamo names values after modules: a wanted output name may already exist inside the graph."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit.converters.export import _rename_outputs, check_onnx_file
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["embedding"]), helper.make_node("Neg", ["embedding"], ["out0"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("out0", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    assert _rename_outputs(model.graph, ["embedding"])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    check_onnx_file(path)
+    with edgekit.load(path) as session:
+        out = session.run({"x": np.array([-1.0, 2.0], np.float32)})
+    np.testing.assert_array_equal(out["embedding"], [-0.0, -2.0])

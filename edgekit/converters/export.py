@@ -240,25 +240,23 @@ def _run_exporter(module: torch.nn.Module, plan: IOPlan, path: Path, exporter: s
     shapes = {s.name: dict.fromkeys(s.symbolic_dims, auto) or None for s in plan.inputs}
     dynamic = shapes if kwargs else tuple(shapes.values())
     program = torch.onnx.export(
-        module, args, kwargs=kwargs or None, input_names=input_names, output_names=output_names,
+        module, args, kwargs=kwargs or None, input_names=input_names,  # outputs renamed after: see _rename_outputs
         dynamic_shapes=dynamic, opset_version=opset, dynamo=True, optimize=True, verbose=False,
     )  # fmt: skip
     program.save(str(path), external_data=large)
 
 
 def _name_dims(path: Path, plan: IOPlan) -> None:
-    """Give the graph's IO dims the plan's symbol names (dynamo calls them s0, s1...)."""
+    """Give graph outputs the plan's names and IO dims its symbols (dynamo calls them s0, s1...)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
+    changed = _rename_outputs(model.graph, [s.name for s in plan.outputs])
     by_name = {s.name: s for s in [*plan.inputs, *plan.outputs]}
-    changed = False
     for value in [*model.graph.input, *model.graph.output]:
         spec = by_name.get(value.name)
-        if spec is None:
-            continue
         dims = value.type.tensor_type.shape.dim
-        if len(dims) != spec.rank:
+        if spec is None or len(dims) != spec.rank:
             continue
         for dim, want in zip(dims, spec.shape, strict=True):
             if isinstance(want, str) and dim.dim_param != want:
@@ -266,6 +264,49 @@ def _name_dims(path: Path, plan: IOPlan) -> None:
                 changed = True
     if changed:
         onnx.save(model, str(path))
+
+
+def _rename_outputs(graph: Any, names: Sequence[str]) -> bool:
+    """Rename graph outputs by position. A wanted name already taken inside the graph (dynamo names values
+    after modules, so a value called ``embedding`` may exist) is moved out of the way first."""
+    current = [o.name for o in graph.output]
+    if len(current) != len(names) or current == list(names):
+        return False
+    renames: dict[str, str] = {}
+    taken = {v for n in graph.node for v in (*n.input, *n.output)} | {i.name for i in graph.initializer}
+    taken |= {i.name for i in graph.input}
+    for old, new in zip(current, names, strict=True):
+        if old != new and new in taken and new not in current:
+            renames[new] = _free_name(new, taken)
+    for old, new in zip(current, names, strict=True):
+        if old != new:
+            renames[old] = new
+    _apply_renames(graph, renames)
+    return True
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    i = 1
+    while f"{name}_{i}" in taken:
+        i += 1
+    taken.add(f"{name}_{i}")
+    return f"{name}_{i}"
+
+
+def _apply_renames(graph: Any, renames: Mapping[str, str]) -> None:
+    for node in graph.node:
+        node.input[:] = [renames.get(v, v) for v in node.input]
+        node.output[:] = [renames.get(v, v) for v in node.output]
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                _apply_renames(attr.g, renames)
+            for sub in attr.graphs:
+                _apply_renames(sub, renames)
+    for collection in (graph.output, graph.value_info, graph.input):
+        for value in collection:
+            value.name = renames.get(value.name, value.name)
+    for init in graph.initializer:
+        init.name = renames.get(init.name, init.name)
 
 
 def check_onnx_file(path: Path) -> None:
