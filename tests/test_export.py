@@ -204,3 +204,24 @@ def test_output_rename_moves_a_colliding_internal_value(tmp_path):
     with edgekit.load(path) as session:
         out = session.run({"x": np.array([-1.0, 2.0], np.float32)})
     np.testing.assert_array_equal(out["embedding"], [-0.0, -2.0])
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_large_model_path_writes_external_data(tmp_path, monkeypatch, exporter):
+    """Models over 2 GB need external data; the threshold is lowered so a small model takes that path."""
+    from edgekit.converters import export
+
+    monkeypatch.setattr(export, "_TWO_GB", 1000)
+    out = tmp_path / "art"
+    manifest = edgekit.convert(f"{MODELS}/mlp.py:make", out, exporter=exporter, validate_targets=CPU_TARGETS)
+    data_files = [f for f in manifest.files if f != "model.onnx"]
+    assert data_files == ["model.onnx.data"], manifest.files
+    assert (out / "model.onnx").stat().st_size < 10_000  # weights live outside the graph file
+    feeds = {"x": np.ones((2, 16), np.float32)}
+    for target in CPU_TARGETS:
+        with edgekit.load(out, target=target) as s:
+            assert s.run(feeds)["output"].shape == (2, 4)
+    with open(out / data_files[0], "r+b") as f:
+        f.write(b"\1\2\3\4")
+    with pytest.raises(edgekit.ArtifactError, match="modified"):
+        edgekit.load(out)

@@ -217,6 +217,8 @@ def export_onnx(module: torch.nn.Module, plan: IOPlan, path: Path, exporter: str
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and deprecation chatter; real failures still raise
             _run_exporter(module, plan, path, exporter, opset, large)
+            if large and exporter == "torchscript":
+                _single_external_data_file(path)
     except Exception as exc:
         raise ExportError(f"{exporter} exporter failed: {_first_line(exc)}") from exc
     _name_dims(path, plan)
@@ -244,6 +246,21 @@ def _run_exporter(module: torch.nn.Module, plan: IOPlan, path: Path, exporter: s
         dynamic_shapes=dynamic, opset_version=opset, dynamo=True, optimize=True, verbose=False,
     )  # fmt: skip
     program.save(str(path), external_data=large)
+
+
+def _single_external_data_file(path: Path) -> None:
+    """The TorchScript exporter writes one file per large tensor; keep one ``model.onnx.data`` instead."""
+    import onnx
+
+    from edgekit.onnxfile import external_data_files
+
+    model = onnx.load(str(path))  # with its external data
+    stray = external_data_files(onnx.load(str(path), load_external_data=False), path)
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{path.name}.data", size_threshold=1024)  # fmt: skip
+    for f in stray:
+        if f.name != f"{path.name}.data":
+            f.unlink(missing_ok=True)
 
 
 def _name_dims(path: Path, plan: IOPlan) -> None:
