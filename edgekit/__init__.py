@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "load": "edgekit.api",
     "convert": "edgekit.converters.pipeline",
-    "bench": "edgekit.bench",
+    "bench": "edgekit.benchmark",
     "available_targets": "edgekit.runtimes",
     "TensorSpec": "edgekit.specs",
     "Session": "edgekit.runtimes.base",
@@ -37,7 +37,7 @@ _ERRORS = (
 
 if TYPE_CHECKING:
     from edgekit.api import load as load
-    from edgekit.bench import bench as bench
+    from edgekit.benchmark import bench as bench
     from edgekit.converters.pipeline import convert as convert
     from edgekit.errors import *  # noqa: F403
     from edgekit.runtimes import available_targets as available_targets

@@ -311,6 +311,11 @@ def _print_inspect(s: dict[str, Any]) -> None:
             out.print(f"validated on {t}: {state} ({v['precision']}, min cosine {v['min_cosine']:.6f})")
 
 
+from edgekit.benchmark.cli import register as _register_bench  # noqa: E402
+
+_register_bench(app)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,148 @@
+"""The ``edgekit bench`` command. Light at import (typer only): the work happens in ``edgekit.benchmark``.
+
+Exit codes follow the rest of the CLI: 2 for bad usage (checked before anything is measured), 1 when any
+target failed to load or run (its row says why; the others are still measured and reported), else 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from edgekit.benchmark.results import BenchReport
+
+
+def _check_output(path: Path | None, what: str) -> None:
+    from edgekit.errors import OutputError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise OutputError(f"{what} path is a directory: {path}")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {what} {path}: {parent} is not a directory")
+
+
+def _print(report: BenchReport) -> None:
+    from edgekit.benchmark.report import tables, warning_lines
+    from edgekit.cli import err, out
+
+    for item in tables(report, with_warnings=False):
+        out.print(item)
+    for line in warning_lines(report):
+        err.print(line, soft_wrap=True)
+
+
+def _failure_line(report: BenchReport) -> str:
+    parts = [f"{r.model_name} on {r.target}: {r.to_dict()['error']}" for r in report.failed]
+    return f"{len(report.failed)} of {len(report.results)} measurements failed: " + "; ".join(parts)
+
+
+_HELP = {
+    "models": "Artifact directories or .onnx files.",
+    "target": "Runtime to time (repeatable); default: every available one.",
+    "shape": "Input shape NAME=D0xD1... (e.g. input_ids=1x128), or DIM=N for a symbolic dim.",
+    "batch": "Batch size(s), N[,N...]: one row per size.",
+    "threads": "Intra-op threads for every target (default: each runtime's own).",
+    "precision": "Precision to pin where the runtime allows it (OpenVINO: f32, bf16, f16).",
+    "iterations": "Minimum timed runs per round.",
+    "duration": "Minimum timed seconds per round.",
+    "warmup": "Minimum warm-up seconds per round (and at least 5 runs).",
+    "mode": "latency (single stream) or throughput (batches; OpenVINO async requests and streams).",
+    "baseline": "'torch': also time the original PyTorch model (eager); every target gets a speedup.",
+    "rounds": "Rounds, alternating across targets; every measurement is a fresh process.",
+    "json": "Write the full report (every sample) as JSON.",
+    "csv": "Write one CSV row per result.",
+    "markdown": "Write the report as Markdown.",
+    "plot": "Write a PNG of the latency distributions (needs matplotlib).",
+}
+_Paths = Annotated[list[Path], typer.Argument(help=_HELP["models"], show_default=False)]
+_Strs = list[str]
+_OptPath = Path | None
+
+
+def bench_command(
+    models: _Paths,
+    target: Annotated[_Strs, typer.Option("--target", "-t", help=_HELP["target"])] = [],  # noqa: B006
+    shape: Annotated[_Strs, typer.Option("--shape", help=_HELP["shape"])] = [],  # noqa: B006
+    batch: Annotated[str | None, typer.Option("--batch", help=_HELP["batch"])] = None,
+    threads: Annotated[int | None, typer.Option(help=_HELP["threads"])] = None,
+    precision: Annotated[str | None, typer.Option(help=_HELP["precision"])] = None,
+    iterations: Annotated[int, typer.Option(help=_HELP["iterations"])] = 50,
+    duration: Annotated[float, typer.Option(help=_HELP["duration"])] = 2.0,
+    warmup: Annotated[float, typer.Option(help=_HELP["warmup"])] = 1.0,
+    mode: Annotated[str, typer.Option(help=_HELP["mode"])] = "latency",
+    baseline: Annotated[str | None, typer.Option(help=_HELP["baseline"])] = None,
+    rounds: Annotated[int, typer.Option(help=_HELP["rounds"])] = 3,
+    json_path: Annotated[_OptPath, typer.Option("--json", help=_HELP["json"])] = None,
+    csv_path: Annotated[_OptPath, typer.Option("--csv", help=_HELP["csv"])] = None,
+    markdown_path: Annotated[_OptPath, typer.Option("--markdown", help=_HELP["markdown"])] = None,
+    plot_path: Annotated[_OptPath, typer.Option("--plot", help=_HELP["plot"])] = None,
+) -> None:
+    """Time models on every target: latency, cold start, memory and fidelity, each target in its own process."""
+    from edgekit.cli import _errors, err, out
+
+    with _errors():
+        import importlib.util
+
+        from edgekit.benchmark import bench
+        from edgekit.benchmark.plan import parse_batches
+        from edgekit.errors import RuntimeUnavailableError
+
+        for path, what in ((json_path, "JSON"), (csv_path, "CSV"), (markdown_path, "Markdown"), (plot_path, "plot")):
+            _check_output(path, what)
+        if plot_path is not None and importlib.util.find_spec("matplotlib") is None:
+            raise RuntimeUnavailableError("--plot needs matplotlib: pip install 'edgekit[plot]'")
+        batches = parse_batches(batch) if batch is not None else None
+        with _progress(err) as progress:
+            report = bench(
+                models, target or None, shapes=shape, batches=batches, threads=threads, precision=precision,
+                iterations=iterations, duration=duration, warmup=warmup, mode=mode, baseline=baseline,
+                rounds=rounds, progress=progress,
+            )  # fmt: skip
+        _print(report)
+        writers = ((json_path, report.write_json), (csv_path, report.write_csv),
+                   (markdown_path, report.write_markdown), (plot_path, report.write_plot))  # fmt: skip
+        for path, write in writers:
+            if path is not None:
+                out.print(f"wrote {write(path)}")
+        if report.failed:
+            from edgekit.errors import BackendError
+
+            raise BackendError(_failure_line(report))
+
+
+class _progress:
+    """A rich progress bar on stderr while the worker processes run (drawn only on a terminal)."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+
+    def __enter__(self) -> Any:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.console, transient=True, disable=not self.console.is_terminal,
+        )  # fmt: skip
+        self.bar.__enter__()
+        self.task = self.bar.add_task("starting", total=None)
+
+        def update(done: int, total: int, label: str) -> None:
+            self.bar.update(self.task, completed=done, total=total, description=label)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bench`` to the ``edgekit`` Typer app."""
+    app.command("bench")(bench_command)

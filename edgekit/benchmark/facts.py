@@ -1,0 +1,74 @@
+"""Facts that make numbers comparable: the machine (CPU, cores, versions) and the method (how it was timed)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from edgekit.benchmark.plan import BenchConfig
+from edgekit.benchmark.stats import HIGH_CV, PERCENTILE_METHOD
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_facts() -> dict[str, Any]:
+    from edgekit.artifact import library_versions
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu_model": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable,
+        "system": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "libraries": library_versions(),
+    }
+
+
+def method_facts(config: BenchConfig) -> dict[str, Any]:
+    ort = config.target_options.get("onnxruntime", {})
+    spinning = (
+        f"allow_spinning={ort['allow_spinning']} (set by the caller)"
+        if "allow_spinning" in ort
+        else "ONNX Runtime default (intra-op threads spin after each run); harmless here because every target"
+        " is timed alone in its own process, one process at a time"
+    )
+    headline = "p90 latency of a single-stream loop (one request at a time)"
+    if config.mode == "throughput":
+        headline = "items/s with batches (OpenVINO: AsyncInferQueue, THROUGHPUT hint; others: synchronous loop)"
+    return {
+        "mode": config.mode,
+        "headline": headline,
+        "percentiles": PERCENTILE_METHOD,
+        "std": "sample standard deviation (ddof=1)",
+        "cv": "std / mean",
+        "cv_warning_above": HIGH_CV,
+        "rounds": config.rounds,
+        "order": "rounds alternate across rows (A B C A B C ...), one process at a time",
+        "isolation": "one fresh process per measurement (python -m edgekit.benchmark.worker)",
+        "iterations_min": config.iterations,
+        "duration_min_s": config.duration_s,
+        "warmup_iterations": config.warmup_iterations,
+        "warmup_s": config.warmup_s,
+        "timer": "time.perf_counter_ns around one Session.run (feed checks, inference, output copy to numpy;"
+        " TensorRT: host-to-device and device-to-host copies included);"
+        " torch: one module call under inference_mode, input tensors made once",
+        "threads": config.threads,
+        "precision": config.precision,
+        "ort_spinning": spinning,
+        "speedup": "median over rounds of the per-round ratio to the torch baseline, measured in the same run",
+        "seed": config.seed,
+        "fidelity_inputs": "random inputs (seed + 1) at the first batch's sizes with the batch raised to 8",
+    }

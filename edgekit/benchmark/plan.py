@@ -1,0 +1,278 @@
+"""Everything decided before the first process starts: options checked, targets resolved, shapes fitted.
+
+Bad usage (an unknown target, a shape the model cannot take, zero iterations) must fail here, in
+milliseconds and with one line, rather than after minutes of measuring.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import InputError, RuntimeUnavailableError
+from edgekit.runtimes.base import ModelRef
+from edgekit.specs import DEFAULT_DIM_SIZES, TensorSpec
+
+MODES = ("latency", "throughput")
+BASELINES = ("torch",)
+FIDELITY_BATCH = 8  # samples compared per model: enough for a top-1 agreement to mean something
+CACHE_TARGETS = frozenset({"openvino", "tensorrt"})  # runtimes with a compile cache: cold and warm start differ
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """How to measure; the same for every model and target in one run."""
+
+    iterations: int = 50
+    duration_s: float = 2.0
+    warmup_s: float = 1.0
+    warmup_iterations: int = 5
+    rounds: int = 3
+    mode: str = "latency"
+    threads: int | None = None
+    precision: str | None = None
+    baseline: str | None = None
+    seed: int = 0
+    cold_start: bool = True
+    fidelity: bool = True
+    allow_pickle: bool = False
+    timeout_s: float = 900.0
+    max_iterations: int = 1_000_000
+    lenient_shapes: bool = False  # several models: a --shape applies to the models that have that name
+    target_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _positive_int("iterations", self.iterations)
+        _positive_int("rounds", self.rounds)
+        _positive_int("max_iterations", self.max_iterations)
+        if self.warmup_iterations < 0 or isinstance(self.warmup_iterations, bool):
+            raise InputError(f"warm-up iterations must be 0 or more, got {self.warmup_iterations}")
+        for name, value in (("duration", self.duration_s), ("warm-up", self.warmup_s)):
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise InputError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        if self.timeout_s <= 0:
+            raise InputError(f"timeout must be positive, got {self.timeout_s}")
+        if self.mode not in MODES:
+            raise InputError(f"unknown mode {self.mode!r}; expected one of: {', '.join(MODES)}")
+        if self.baseline is not None and self.baseline not in BASELINES:
+            raise InputError(f"unknown baseline {self.baseline!r}; expected one of: {', '.join(BASELINES)}")
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class CasePlan:
+    """One input configuration of one model: the batch and the size of every symbolic dim."""
+
+    batch: int
+    dims: dict[str, int]
+    shapes: dict[str, list[int]]
+
+
+@dataclass
+class ModelPlan:
+    """A model resolved and fitted: its ONNX file, specs, torch source (if any) and one case per batch."""
+
+    path: Path
+    name: str
+    ref: ModelRef
+    source: dict[str, Any] | None
+    int_ranges: dict[str, tuple[int, int]]
+    model_bytes: int
+    cases: list[CasePlan]
+    fidelity_dims: dict[str, int]
+
+
+def resolve_targets(targets: Sequence[str] | None) -> list[str]:
+    """The runtimes to time: those named (checked), or every available one."""
+    from edgekit.runtimes import available_targets, runtime_entry
+
+    if not targets:
+        found = available_targets()
+        if not found:
+            raise RuntimeUnavailableError("no runtime is installed; install onnxruntime or openvino")
+        return found
+    out: list[str] = []
+    for name in targets:
+        if name == "torch":
+            raise InputError("torch is not a runtime target; time the original model with --baseline torch")
+        entry = runtime_entry(name)  # UnknownTargetError lists the known names
+        if not entry.is_available():
+            raise RuntimeUnavailableError(f"runtime {name!r} is not installed; install it with: {entry.install}")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``NAME=D0xD1...`` (``input_ids=1x128``; a symbolic dim by name also works: ``seq=128``)."""
+    name, sep, dims = text.partition("=")
+    parts = [p for p in re.split(r"[x,]", dims.strip().lower())] if sep else []
+    if not name.strip() or not parts or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise InputError(f"bad --shape {text!r}; expected NAME=D0xD1... with positive sizes, e.g. input_ids=1x128")
+    return name.strip(), tuple(int(p) for p in parts)
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """``--batch 1,8`` -> ``(1, 8)``."""
+    items = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not items or not all(p.isdigit() and int(p) > 0 for p in items):
+        raise InputError(f"bad --batch {text!r}; expected positive integers such as 1 or 1,8")
+    return tuple(dict.fromkeys(int(p) for p in items))
+
+
+def _batch_symbol(specs: Sequence[TensorSpec]) -> str | None:
+    """The dim the batch size sets: one named ``batch``, else axis 0 when every input shares one symbol."""
+    symbols = {d for s in specs for d in s.shape if isinstance(d, str)}
+    if "batch" in symbols:
+        return "batch"
+    firsts = {s.shape[0] for s in specs if s.rank}
+    return next(iter(firsts)) if len(firsts) == 1 and isinstance(next(iter(firsts)), str) else None
+
+
+def fit_dims(
+    specs: Sequence[TensorSpec], shapes: Mapping[str, Sequence[int]], base: Mapping[str, int], batch: int | None
+) -> dict[str, int]:
+    """Sizes of every symbolic dim so the given shapes and batch fit the model; :class:`InputError` if not."""
+    by_name = {s.name: s for s in specs}
+    symbols = {d for s in specs for d in s.shape if isinstance(d, str)}
+    described = "; ".join(s.describe() for s in specs)
+    dims = {k: v for k, v in base.items() if k in symbols}
+    given: dict[str, tuple[int, str]] = {}
+    for name, shape in shapes.items():
+        if name not in by_name:
+            if name in symbols and len(shape) == 1:
+                given[name] = (shape[0], f"--shape {name}")
+                continue
+            raise InputError(f"--shape names {name!r}, which is neither an input nor a dim; inputs: {described}")
+        spec = by_name[name]
+        if len(shape) != spec.rank:
+            raise InputError(f"--shape {name}: expected rank {spec.rank} ({spec.describe()}), got {len(shape)}")
+        for axis, (want, got) in enumerate(zip(spec.shape, shape, strict=True)):
+            if isinstance(want, int) and want != got:
+                raise InputError(f"--shape {name}: dim {axis} is fixed at {want} in the model ({spec.describe()})")
+            if isinstance(want, str):
+                prev = given.get(want)
+                if prev is not None and prev[0] != got:
+                    raise InputError(f"--shape {name}: dim {want!r} is {got} but {prev[1]} gives {want}={prev[0]}")
+                given[want] = (got, f"--shape {name}")
+    dims.update({k: v for k, (v, _) in given.items()})
+    bsym = _batch_symbol(specs)
+    if batch is not None:
+        if bsym is None:
+            fixed = {s.shape[0] for s in specs if s.rank and isinstance(s.shape[0], int)}
+            if fixed != {batch}:
+                raise InputError(f"--batch {batch}: the model has no variable batch dim ({described})")
+        else:
+            dims[bsym] = batch
+    elif bsym is not None and bsym not in given:
+        dims[bsym] = 1
+    for sym in symbols - dims.keys():
+        dims[sym] = DEFAULT_DIM_SIZES.get(sym, 16)
+    return dims
+
+
+def default_int_ranges(specs: Sequence[TensorSpec]) -> dict[str, tuple[int, int]]:
+    """For a bare ONNX without a manifest: masks are all ones, token types zero, other ids in [0, 100]."""
+    out = {}
+    for s in specs:
+        if s.dtype.startswith(("int", "uint")):
+            low = s.name.lower()
+            out[s.name] = (1, 1) if "mask" in low else (0, 0) if "type" in low else (0, 100)
+    return out
+
+
+def onnx_file_bytes(path: Path) -> int:
+    """Size of the ONNX file plus the external-data files it references."""
+    from edgekit.onnxfile import read_onnx
+
+    total = path.stat().st_size
+    proto = read_onnx(path, check=False)
+    locations = {
+        entry.value for tensor in proto.graph.initializer for entry in tensor.external_data if entry.key == "location"
+    }
+    for loc in locations:
+        p = path.parent / loc
+        if p.is_file():
+            total += p.stat().st_size
+    return total
+
+
+def plan_model(
+    model: str | Path, shapes: Mapping[str, Sequence[int]], batches: Sequence[int] | None, config: BenchConfig
+) -> ModelPlan:
+    """Resolve one model and fit every requested batch to it."""
+    from edgekit.api import model_ref
+
+    path = Path(model)
+    ref = model_ref(path)
+    manifest = dict(ref.manifest or {})
+    source = manifest.get("source") or None
+    if config.baseline == "torch" and not (source and source.get("ref")):
+        raise InputError(
+            f"--baseline torch needs an edgekit artifact that records its PyTorch source; {path} has none"
+            " (convert it with `edgekit convert`)"
+        )
+    known = shape_names(ref.inputs)
+    shapes = {k: v for k, v in shapes.items() if k in known or not config.lenient_shapes}
+    base = {k: int(v) for k, v in manifest.get("dynamic_dims", {}).items() if k != "batch"}
+    ranges = {k: (int(v[0]), int(v[1])) for k, v in manifest.get("extras", {}).get("int_ranges", {}).items()}
+    ranges = {**default_int_ranges(ref.inputs), **ranges}
+    cases = []
+    for batch in batches or (None,):
+        dims = fit_dims(ref.inputs, shapes, base, batch)
+        shape_of = {s.name: list(s.concrete_shape(dims)) for s in ref.inputs}
+        bsym = _batch_symbol(ref.inputs)
+        size = dims.get(bsym, batch or 1) if bsym else (batch or _fixed_batch(ref.inputs))
+        cases.append(CasePlan(batch=int(size), dims=dims, shapes=shape_of))
+    fidelity_dims = dict(cases[0].dims)
+    bsym = _batch_symbol(ref.inputs)
+    if bsym is not None:
+        fidelity_dims[bsym] = max(fidelity_dims[bsym], FIDELITY_BATCH)
+    name = path.name if path.is_dir() else path.stem
+    if source is not None:
+        source = {"kind": source.get("kind"), "ref": source.get("ref"), "allow_pickle": config.allow_pickle}
+    return ModelPlan(path, name, ref, source, ranges, onnx_file_bytes(ref.path), cases, fidelity_dims)
+
+
+def shape_names(specs: Sequence[TensorSpec]) -> set[str]:
+    """What ``--shape`` may name for a model: its inputs and its symbolic dims."""
+    return {s.name for s in specs} | {d for s in specs for d in s.shape if isinstance(d, str)}
+
+
+def plan_models(
+    models: Sequence[str | Path],
+    shapes: Mapping[str, Sequence[int]],
+    batches: Sequence[int] | None,
+    config: BenchConfig,
+) -> list[ModelPlan]:
+    """Plan every model. With several models a ``--shape`` applies to those that have that input or dim, and
+    must fit at least one; with one model it must fit that one."""
+    lenient = len(models) > 1
+    plans = [plan_model(m, shapes, batches, replace(config, lenient_shapes=lenient)) for m in models]
+    if lenient:
+        known = set().union(*(shape_names(p.ref.inputs) for p in plans))
+        unknown = sorted(set(shapes) - known)
+        if unknown:
+            raise InputError(f"--shape {unknown[0]!r} names no input or dim of any of the models")
+    return plans
+
+
+def _fixed_batch(specs: Sequence[TensorSpec]) -> int:
+    firsts = [s.shape[0] for s in specs if s.rank and isinstance(s.shape[0], int)]
+    return int(firsts[0]) if firsts else 1
+
+
+def torch_available() -> bool:
+    """Whether a torch reference can be loaded here, without importing torch."""
+    return importlib.util.find_spec("torch") is not None
