@@ -35,5 +35,8 @@ format: venv
 	$(PY) -m ruff format edgekit tests benchmarks
 	$(PY) -m ruff check --fix edgekit tests benchmarks
 
+bench: venv
+	$(PY) benchmarks/bench_suite.py --plot
+
 clean:
 	rm -rf build .pytest_cache
