@@ -15,14 +15,14 @@ from typing import Any
 
 from edgekit.benchmark.stats import HIGH_CV, LatencyStats, summarize
 
-SCHEMA_VERSION = "edgekit.benchmark/1"
+SCHEMA_VERSION = "edgekit.bench/1"
 _NUMBER_LIST = re.compile(r"\[((?:\s*-?[0-9][0-9.eE+-]*\s*,)*\s*-?[0-9][0-9.eE+-]*\s*)\]")
 
 SCHEMA = """\
-edgekit bench JSON (schema "edgekit.benchmark/1"). Times are milliseconds unless the key ends in _s; sizes bytes.
+edgekit bench JSON (schema "edgekit.bench/1"). Times are milliseconds unless the key ends in _s; sizes bytes.
 
 {
-  "schema": "edgekit.benchmark/1",
+  "schema": "edgekit.bench/1",
   "created": ISO-8601 UTC, "edgekit_version": str, "parent_pid": int (the process that orchestrated),
   "method": {
     "mode": "latency" | "throughput",
