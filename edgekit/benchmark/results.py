@@ -54,7 +54,7 @@ edgekit bench JSON (schema "edgekit.bench/1"). Times are milliseconds unless the
       "cache": null | {"kind": str, "cold_load_ms", "cold_first_inference_ms", "warm_load_ms",
                        "warm_first_inference_ms", "cold_pid", "warm_pid"}   (two processes, one cache dir)
     },
-    "memory": {"peak_rss_bytes": max over rounds of the worker's ru_maxrss, "rss_after_import_bytes": int},
+    "memory": {"peak_rss_bytes": max over rounds of the worker's peak RSS (VmHWM), "rss_after_import_bytes": int},
     "model_bytes": ONNX file + external data (torch: parameter and buffer bytes in memory),
     "session": {"target", "device", "precision" (effective), "backend_version", "providers", "threads", "details"},
     "fidelity": null | {"reference": "torch" | "onnxruntime", "precision", "tolerance": {atol, rtol, min_cosine,
