@@ -158,6 +158,7 @@ class OpenVINOSession(Session):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # OpenVINO prefixes messages with "Exception from src/...": keep the line that says what went wrong
+    # OpenVINO prefixes messages with "Exception from src/..." and "Check ... failed at ...": keep what went
+    # wrong, which often spans lines ("...OpConversionFailure:" / "No conversion rule found for: Det-17")
     useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '"))]
-    return (useful or lines or [text])[0][:300]
+    return " ".join(useful or lines or [text])[:400]
