@@ -57,6 +57,10 @@ class Manifest(BaseModel):
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
     precision: str = "fp32"
+    # per-target model files (``{"onnxruntime": "model.int8-dynamic.onnx"}``) and each variant's precision;
+    # empty in artifacts without variants, where every target loads ``model``
+    variants: dict[str, str] = Field(default_factory=dict)
+    variant_precisions: dict[str, str] = Field(default_factory=dict)
     opset: int = 0
     dynamic_dims: dict[str, int] = Field(default_factory=dict)
     stages: list[Stage] = Field(default_factory=list)
@@ -183,6 +187,20 @@ def verify_files(directory: Path, manifest: Manifest) -> None:
             raise ArtifactError(f"artifact file missing: {p}")
         if sha256_of(p) != digest:
             raise ArtifactError(f"artifact file was modified after conversion (sha256 mismatch): {p}")
+
+
+def variant_for(manifest: Manifest, target: str | None, variant: str | None = None) -> str:
+    """The model file a target should load: ``variant`` if given (a file name or a mode such as ``int8``), else
+    the target's variant from the manifest, else the base model."""
+    if variant is None:
+        return manifest.variants.get(target or "", manifest.model)
+    files = {manifest.model, *manifest.variants.values()}
+    for name in (variant, f"model.{variant}.onnx"):
+        if name in files:
+            return name
+    if variant in ("fp32", "none", "base"):
+        return manifest.model
+    raise ArtifactError(f"artifact has no variant {variant!r}; it has: {', '.join(sorted(files))}")
 
 
 def find_model(path: Path) -> tuple[Path, Manifest | None]:

@@ -106,7 +106,9 @@ def targets(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")
 
 @app.command()
 def convert(
-    source: Annotated[str, typer.Argument(help="file.py:function, package.module:function, .pt2, .pt, or a model dir")],
+    source: Annotated[
+        str, typer.Argument(help="file.py:function, package.module:function, .pt2, .pt, a model dir, or model.onnx")
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Artifact directory to write.")],
     inputs: Annotated[list[str], typer.Option("--input", help="Input spec NAME:DTYPE[DIM,...] (repeatable).")] = [],  # noqa: B006
     dims: Annotated[list[str], typer.Option("--dim", help="Example size of a symbolic dim, NAME=SIZE.")] = [],  # noqa: B006
@@ -120,8 +122,20 @@ def convert(
     ] = [],  # noqa: B006
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    quantize: Annotated[str, typer.Option(help="none, int8-dynamic, int8 (static QDQ), fp16 or auto.")] = "none",
+    calib_data: Annotated[
+        str | None, typer.Option("--calib-data", help="Calibration data: .npz/.npy, a directory of them, or text.")
+    ] = None,
+    calib_samples: Annotated[int, typer.Option("--calib-samples", help="At most this many calibration samples.")] = 200,
+    calibration: Annotated[str, typer.Option(help="Activation calibration: minmax, entropy or percentile.")] = "minmax",
+    fidelity: Annotated[
+        str | None, typer.Option(help='Fidelity target, e.g. "cosine>=0.99", "top1>=0.99", "max_abs<=1e-2".')
+    ] = None,
+    target: Annotated[
+        list[str], typer.Option("--target", help="Runtime to build and validate a variant for (repeatable).")
+    ] = [],  # noqa: B006
 ) -> None:
-    """Export a PyTorch model to a validated ONNX artifact."""
+    """Export a PyTorch model (or take an ONNX model) to a validated artifact, optionally quantized per target."""
     with _errors():
         from edgekit.converters.pipeline import convert as convert_model
         from edgekit.specs import parse_dim_sizes, parse_spec
@@ -132,6 +146,8 @@ def convert(
             manifest = convert_model(
                 source, output, input_specs=specs, dim_sizes=sizes, opset=opset, exporter=exporter,
                 allow_pickle=allow_pickle, validate_targets=validate_target, force=force, progress=say,
+                quantize=quantize, calib_data=calib_data, calib_samples=calib_samples, calibration=calibration,
+                fidelity=fidelity, targets=target,
             )  # fmt: skip
         if json_out:
             _print_json(manifest.model_dump())
@@ -140,8 +156,9 @@ def convert(
 
 
 def _print_convert_summary(manifest: Any, output: Path) -> None:
-    export = next(s for s in manifest.stages if s.name == "export")
-    out.print(f"[green]wrote[/green] {output}  (exporter {export.params['exporter']}, opset {manifest.opset})")
+    export = next((s for s in manifest.stages if s.name == "export"), None)
+    how = f"exporter {export.params['exporter']}" if export else f"from {manifest.source.kind}"
+    out.print(f"[green]wrote[/green] {output}  ({how}, opset {manifest.opset})")
     io = Table(title="inputs / outputs")
     for col in ("", "name", "dtype", "shape"):
         io.add_column(col)
@@ -158,8 +175,35 @@ def _print_convert_summary(manifest: Any, output: Path) -> None:
             "[green]pass[/green]" if r["passed"] else "[red]fail[/red]",
         )  # fmt: skip
     out.print(val)
-    for note in export.metrics.get("notes", []):
+    for note in export.metrics.get("notes", []) if export else []:
         out.print(f"note: {note}")
+    quant = next((s for s in manifest.stages if s.name == "quantize"), None)
+    if quant is not None:
+        _print_variants(manifest, quant)
+
+
+def _print_variants(manifest: Any, stage: Any) -> None:
+    """Each target's model, and for ``auto`` every candidate with its fidelity and latency."""
+    table = Table(title="variants")
+    for col in ("target", "file", "precision"):
+        table.add_column(col)
+    for t, f in manifest.variants.items():
+        table.add_row(t, f, manifest.variant_precisions.get(f, "-"))
+    out.print(table)
+    rows = stage.metrics.get("candidates", [])
+    if not rows:
+        return
+    cand = Table(title=f"auto candidates (goal {stage.metrics.get('goal')})")
+    for col in ("target", "scheme", "kept float", "cosine", "min cosine", "meets", "p50 ms", "vs fp32", "chosen"):
+        cand.add_column(col)
+    for r in rows:
+        f = r["fidelity"]
+        cand.add_row(
+            r["target"], r["scheme"], str(len(r["excluded_nodes"])), f"{f.get('cosine', float('nan')):.5f}",
+            f"{f.get('min_cosine', float('nan')):.5f}", "yes" if r["meets"] else "no",
+            f"{r['latency']['p50_ms']:.2f}", f"{r['speedup_vs_fp32']:.2f}x", "*" if r.get("chosen") else "",
+        )  # fmt: skip
+    out.print(cand)
 
 
 def _load_feed_files(items: list[str]) -> dict[str, np.ndarray]:
@@ -214,7 +258,7 @@ def run(
         from edgekit.api import load, model_ref
         from edgekit.specs import parse_dim_sizes, random_feeds
 
-        ref = model_ref(model)
+        ref = model_ref(model, target)
         feeds = _load_feed_files(inputs)
         sizes = parse_dim_sizes(dims)
         if not feeds:

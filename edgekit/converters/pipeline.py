@@ -1,7 +1,9 @@
 """``edgekit.convert``: source -> export -> parity gate -> artifact, written atomically.
 
 Targets named for validation are checked to exist before any work starts, and the output directory is
-claimed first, so bad input fails in milliseconds and never leaves a partial artifact behind.
+claimed first, so bad input fails in milliseconds and never leaves a partial artifact behind. With
+``quantize=...`` the stage in :mod:`edgekit.converters.variants` adds gated per-target model variants; an ONNX
+file as the source skips torch (:mod:`edgekit.converters.onnx_source`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from edgekit.artifact import (
     staging_dir,
     write_manifest,
 )
+from edgekit.converters.calibration import CalibSource, find_tokenizer
 from edgekit.converters.export import ExportOptions, IOPlan, export_onnx, plan_io
 from edgekit.converters.validate import TOLERANCES, Case, TargetReport, build_cases, check_session, require_passed
-from edgekit.errors import EdgekitError, ExportError, ValidationError
+from edgekit.converters.variants import QuantizeRequest, build_variants
+from edgekit.errors import EdgekitError, ExportError, InputError, ValidationError
 from edgekit.runtimes import session_class
 from edgekit.runtimes.base import ModelRef, SessionConfig
 from edgekit.specs import TensorSpec
@@ -47,17 +51,32 @@ def convert(
     validate_targets: Sequence[str] = (),
     force: bool = False,
     progress: ProgressFn | None = None,
+    quantize: str = "none",
+    calib_data: CalibSource | None = None,
+    calib_samples: int = 200,
+    calibration: str = "minmax",
+    fidelity: str | None = None,
+    targets: Sequence[str] = (),
 ) -> Manifest:
-    """Convert a PyTorch source into a validated artifact directory at ``out`` and return its manifest.
+    """Convert a PyTorch source (or an ONNX file) into a validated artifact directory at ``out``.
 
-    The ONNX model is checked on ONNX Runtime against torch (always) and on every ``validate_targets``
-    runtime at the precision it really runs in; any failure raises :class:`ValidationError`.
+    The ONNX model is checked on ONNX Runtime against torch (always) and on every ``validate_targets`` and
+    ``targets`` runtime at the precision it really runs in; any failure raises :class:`ValidationError`.
+    ``quantize`` (``int8-dynamic``, ``int8``, ``fp16`` or ``auto``) adds per-target variants, each gated the
+    same way; ``calib_data`` is a path or an iterable of feed dicts, ``fidelity`` an expression such as
+    ``"cosine>=0.99"``.
     """
     say = progress or _quiet
+    request = QuantizeRequest(quantize, calib_data, calib_samples, calibration, fidelity, tuple(targets))
     options = ExportOptions(opset=opset, exporter=exporter, input_specs=tuple(input_specs), dim_sizes=dim_sizes or {})
-    targets = list(dict.fromkeys(["onnxruntime", *validate_targets]))
+    variant_targets = request.variant_targets() if request.active else []
+    targets = list(dict.fromkeys(["onnxruntime", *validate_targets, *targets, *variant_targets]))
     for t in targets:
         session_class(t)  # unknown or missing runtimes fail now, before the slow work
+    from edgekit.converters.onnx_source import is_onnx_source
+
+    if is_onnx_source(source):
+        return _convert_onnx(Path(source), Path(out), request, targets, force, say)
     with staging_dir(Path(out), force=force) as tmp:
         from edgekit.sources import load_source
 
@@ -77,6 +96,17 @@ def convert(
         for dest, src_file in src.extra_files.items():
             (tmp / dest).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src_file, tmp / dest)
+        stages: list[Stage] = []
+        if request.active:
+            from edgekit.converters.torch_io import run_torch
+
+            names = [o.name for o in plan.outputs]
+            result = build_variants(tmp, request, plan.inputs, lambda f: run_torch(src.module, f, names), cases,
+                                    find_tokenizer(tmp), say)  # fmt: skip
+            stages, variants, precisions = [result.stage], result.variants, result.precisions
+            reports.update(result.reports)
+        else:
+            variants, precisions = {}, {}
         manifest = Manifest(
             source=Source(kind=src.kind, ref=src.ref, sha256=src.sha256),
             inputs=[s.to_dict() for s in plan.inputs],
@@ -89,8 +119,11 @@ def convert(
                     name="export",
                     params={"exporter": used, "opset": opset, "requested_exporter": exporter},
                     metrics={"attempts": attempts, "notes": plan.fixed_notes},
-                )
+                ),
+                *stages,
             ],
+            variants=variants,
+            variant_precisions=precisions,
             validation={t: r.to_dict() for t, r in reports.items()},
             libraries=library_versions(),
             platform=platform_facts(),
@@ -143,3 +176,48 @@ def _check_target(path: Path, plan: IOPlan, target: str, cases: list[Case]) -> T
 def _remove_model_files(path: Path) -> None:
     for p in path.parent.glob(path.name + "*"):
         p.unlink()
+
+
+def _convert_onnx(
+    path: Path, out: Path, request: QuantizeRequest, targets: list[str], force: bool, say: ProgressFn
+) -> Manifest:
+    """An ONNX source: copy and check it, validate it on the targets, and quantize it against itself."""
+    from edgekit.converters.onnx_source import copy_model, copy_tokenizer, gate_cases, load_onnx_source, onnx_reference
+    from edgekit.onnxfile import precision_of, read_onnx
+
+    src = load_onnx_source(path)
+    with staging_dir(out, force=force) as tmp:
+        model = tmp / MODEL_NAME
+        copy_model(src, model)
+        copy_tokenizer(src, tmp)
+        precision = precision_of(read_onnx(model, check=False))
+        if request.active and precision != "fp32":
+            raise InputError(f"{path} is already {precision}; quantize its FP32 original instead")
+        reference = onnx_reference(model)
+        cases = gate_cases(src, reference)
+        ref = ModelRef(path=model, inputs=tuple(src.inputs), outputs=tuple(src.outputs), precision=precision)
+        reports = {}
+        for t in targets:
+            say(f"validating on {t}")
+            with session_class(t)(ref, SessionConfig()) as session:
+                reports[t] = check_session(session, cases)
+            require_passed(reports[t])
+        result = None
+        if request.active:
+            result = build_variants(tmp, request, src.inputs, reference, cases, find_tokenizer(tmp), say)
+        manifest = Manifest(
+            source=Source(kind="onnx", ref=str(path.resolve()), sha256=src.sha256),
+            inputs=[s.to_dict() for s in src.inputs],
+            outputs=[s.to_dict() for s in src.outputs],
+            precision=precision,
+            opset=src.opset,
+            stages=[result.stage] if result else [],
+            variants=result.variants if result else {},
+            variant_precisions=result.precisions if result else {},
+            validation={t: r.to_dict() for t, r in {**reports, **(result.reports if result else {})}.items()},
+            libraries=library_versions(),
+            platform=platform_facts(),
+            extras={"int_ranges": {k: list(v) for k, v in src.int_ranges.items()}},
+        )
+        say("writing artifact")
+        return write_manifest(tmp, manifest)

@@ -1,0 +1,235 @@
+"""``--quantize auto``: the fastest scheme per target that still meets a fidelity target on held-back data.
+
+For each target, candidate schemes are tried in order of expected speed there (dynamic INT8 first on ONNX
+Runtime's CPU provider, static QDQ for OpenVINO and TensorRT, FP16 for TensorRT). A scheme that misses the
+target on held-back samples gets a sensitivity search: the most sensitive quantized nodes are kept in float,
+1, 2, 4, ... of them (up to half), each step judged on the real outputs, until it meets the target. Latency is
+then measured on each target in fresh processes, candidates alternating, with the FP32 model as the baseline;
+the fastest candidate that meets the target wins (FP32 itself wins where no quantized model is faster). Every
+candidate's fidelity and latency is kept for the manifest. No quantized candidate meeting the target on a
+target is a :class:`ValidationError` carrying the best candidate's numbers.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.converters.calibration import CalibrationSet
+from edgekit.converters.fidelity import FidelityTarget, fidelity_metrics, parse_fidelity, run_all
+from edgekit.converters.latency import LatencyJob, LatencyOptions, measure
+from edgekit.converters.quantize import QuantizeOptions, QuantizeResult, quantize_model
+from edgekit.errors import InputError, ValidationError
+
+Feeds = dict[str, np.ndarray]
+ProgressFn = Callable[[str], None]
+BASELINE = "fp32"
+# schemes per target, in order of expected speed there
+CANDIDATES: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("int8-dynamic", "int8"),
+    "openvino": ("int8",),
+    "tensorrt": ("int8-sym", "fp16"),
+}
+DEFAULT_CPU_TARGETS = ("onnxruntime", "openvino")
+
+
+def scheme_options(scheme: str, calibration: str) -> QuantizeOptions:
+    """The quantization options behind a scheme name."""
+    if scheme == "int8-sym":  # TensorRT: int8 activations with zero point 0 as well
+        return QuantizeOptions(mode="int8", calibration=calibration, activation_symmetric=True)
+    if scheme == "int8":
+        return QuantizeOptions(mode="int8", calibration=calibration)
+    return QuantizeOptions(mode=scheme)
+
+
+@dataclass(frozen=True)
+class AutoOptions:
+    fidelity: FidelityTarget = field(default_factory=lambda: parse_fidelity("cosine>=0.99"))
+    targets: tuple[str, ...] = ("onnxruntime",)
+    calibration: str = "minmax"
+    latency: LatencyOptions = field(default_factory=LatencyOptions)
+    sensitivity_samples: int = 16
+    max_excluded_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.targets if t not in CANDIDATES]
+        if unknown:
+            raise InputError(f"--quantize auto has no candidates for target {unknown[0]!r} ({', '.join(CANDIDATES)})")
+
+
+@dataclass
+class Step:
+    """One quantized model of a scheme: which nodes stayed float, its file, and its fidelity per target."""
+
+    scheme: str
+    excluded: list[str]
+    result: QuantizeResult
+    fidelity: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class AutoResult:
+    variants: dict[str, Path]  # target -> chosen file (the base model for FP32)
+    candidates: list[dict[str, Any]]
+    chosen: dict[str, str]  # target -> scheme
+    search: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # scheme -> every step tried
+
+
+class _Context:
+    """What every step needs: the base model, data, references, and where to write."""
+
+    def __init__(self, base: Path, work: Path, data: CalibrationSet, refs: list[dict], opts: AutoOptions, say: Any):
+        self.base, self.work, self.data, self.refs, self.opts, self.say = base, work, data, refs, opts, say
+
+    def fidelity(self, path: Path, target: str) -> dict[str, float]:
+        from edgekit.api import load, model_ref
+
+        with load(model_ref(path), target=target) as session:
+            return fidelity_metrics(self.refs, run_all(session.run, self.data.heldout))
+
+
+def auto_quantize(
+    base: Path, work: Path, data: CalibrationSet, references: list[dict], latency_feeds: Feeds,
+    options: AutoOptions, say: ProgressFn,
+) -> AutoResult:  # fmt: skip
+    """Search candidates for every target in ``options.targets``; see the module docstring."""
+    if not data.heldout:
+        raise InputError("--quantize auto needs held-back samples: give at least 3 calibration samples")
+    ctx = _Context(base, work, data, references, options, say)
+    steps = {s: _search(ctx, s, [t for t in options.targets if s in CANDIDATES[t]]) for s in _schemes(options.targets)}
+    picks = {t: {s: _pick_step(steps[s], t, options.fidelity) for s in CANDIDATES[t]} for t in options.targets}
+    baseline = {t: ctx.fidelity(base, t) for t in options.targets}
+    latencies = _latencies(ctx, picks, latency_feeds)
+    records, chosen, variants = [], {}, {}
+    for t in options.targets:
+        rows = _rows(t, picks[t], baseline[t], latencies[t], options.fidelity)
+        records.extend(rows)
+        best = _choose(t, rows, options.fidelity)
+        chosen[t] = best["scheme"]
+        variants[t] = base if best["scheme"] == BASELINE else Path(best["path"])
+    search = {s: [{"kept_float": len(st.excluded), "fidelity": st.fidelity} for st in steps[s]] for s in steps}
+    return AutoResult(variants, records, chosen, search)
+
+
+def _schemes(targets: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(s for t in targets for s in CANDIDATES[t]))
+
+
+def _search(ctx: _Context, scheme: str, targets: list[str]) -> list[Step]:
+    """Quantize, then keep the most sensitive nodes in float until every target meets the fidelity target."""
+    opts = scheme_options(scheme, ctx.opts.calibration)
+    ranges = ctx.work / f"{scheme}.ranges.json"
+    ctx.say(f"auto: quantizing {scheme}")
+    first = quantize_model(ctx.base, ctx.work / f"{scheme}.0.onnx", opts, ctx.data.calibration, ranges=ranges)
+    steps = [_judge(ctx, Step(scheme, [], first), targets)]
+    if all(ctx.opts.fidelity.met(steps[0].fidelity[t]) for t in targets) or opts.mode == "fp16":
+        return steps
+    from edgekit.converters.sensitivity import rank_nodes
+
+    ctx.say(f"auto: {scheme} misses {ctx.opts.fidelity}; ranking layer sensitivity")
+    samples = ctx.data.calibration[: ctx.opts.sensitivity_samples]
+    ranking = [n for n, _ in rank_nodes(ctx.base, first.path, first.quantized_nodes, samples)]
+    k = 1
+    while k <= max(1, int(len(ranking) * ctx.opts.max_excluded_fraction)):
+        excluded = ranking[:k]
+        ctx.say(f"auto: {scheme} with the {k} most sensitive node(s) in float")
+        dst = ctx.work / f"{scheme}.{k}.onnx"
+        result = quantize_model(ctx.base, dst, opts.excluding(excluded), ctx.data.calibration, ranges=ranges)
+        pending = [t for t in targets if not any(ctx.opts.fidelity.met(s.fidelity.get(t, {})) for s in steps)]
+        steps.append(_judge(ctx, Step(scheme, excluded, result), pending))
+        if all(any(ctx.opts.fidelity.met(s.fidelity.get(t, {})) for s in steps) for t in targets):
+            break
+        k *= 2
+    return steps
+
+
+def _judge(ctx: _Context, step: Step, targets: Sequence[str]) -> Step:
+    for t in targets:
+        step.fidelity[t] = ctx.fidelity(step.result.path, t)
+    return step
+
+
+def _pick_step(steps: list[Step], target: str, goal: FidelityTarget) -> Step:
+    """The first (least excluded, so fastest) step meeting the goal on ``target``, else the most faithful."""
+    judged = [s for s in steps if target in s.fidelity]
+    for s in judged:
+        if goal.met(s.fidelity[target]):
+            return s
+    best = judged[0]
+    for s in judged[1:]:
+        if goal.better(s.fidelity[target], best.fidelity[target]):
+            best = s
+    return best
+
+
+def _latencies(ctx: _Context, picks: Mapping[str, Mapping[str, Step]], feeds: Feeds) -> dict[str, dict]:
+    """Per target: the FP32 baseline and each candidate, alternating, each run in its own process."""
+    out = {}
+    for target, by_scheme in picks.items():
+        ctx.say(f"auto: timing {len(by_scheme) + 1} models on {target}")
+        jobs = [LatencyJob(BASELINE, ctx.base, target)]
+        jobs += [LatencyJob(s, step.result.path, target) for s, step in by_scheme.items()]
+        out[target] = measure(jobs, feeds, ctx.work, ctx.opts.latency)
+    return out
+
+
+def _rows(target: str, picks: Mapping[str, Step], baseline: dict, lat: Mapping[str, Any], goal: FidelityTarget) -> list:
+    base_ms = lat[BASELINE].p50_ms
+    rows = [{"target": target, "scheme": BASELINE, "file": None, "path": None, "excluded_nodes": [],
+             "fidelity": baseline, "meets": goal.met(baseline), "latency": lat[BASELINE].to_dict(),
+             "speedup_vs_fp32": 1.0}]  # fmt: skip
+    for scheme, step in picks.items():
+        fid = step.fidelity[target]
+        rows.append({
+            "target": target, "scheme": scheme, "file": step.result.path.name, "path": str(step.result.path),
+            "precision": step.result.precision, "excluded_nodes": step.excluded, "fidelity": fid,
+            "meets": goal.met(fid), "latency": lat[scheme].to_dict(),
+            "speedup_vs_fp32": round(base_ms / lat[scheme].p50_ms, 3) if lat[scheme].p50_ms else None,
+        })  # fmt: skip
+    return rows
+
+
+def _choose(target: str, rows: list[dict], goal: FidelityTarget) -> dict:
+    quantized = [r for r in rows if r["scheme"] != BASELINE]
+    meeting = [r for r in quantized if r["meets"]]
+    if not meeting:
+        best = quantized[0]
+        for r in quantized[1:]:
+            if goal.better(r["fidelity"], best["fidelity"]):
+                best = r
+        raise ValidationError(
+            f"--quantize auto: no candidate meets {goal} on {target}; best was {best['scheme']} "
+            f"({goal.metric}={best['fidelity'].get(goal.metric, float('nan')):.5f} with "
+            f"{len(best['excluded_nodes'])} node(s) kept in float, p50 {best['latency']['p50_ms']:.2f} ms)"
+        )
+    fastest = min([*meeting, rows[0]], key=lambda r: r["latency"]["p50_ms"])
+    fastest["chosen"] = True
+    return fastest
+
+
+def keep_files(result: AutoResult, artifact: Path, base_name: str) -> dict[str, str]:
+    """Copy each target's chosen model into the artifact; ``{target: file name}``. Unchosen files stay behind."""
+    names: dict[Path, str] = {}
+    variants = {}
+    for target, path in result.variants.items():
+        if path.name == base_name and path.parent == artifact:
+            variants[target] = base_name
+            continue
+        if path not in names:
+            scheme = result.chosen[target]
+            name = f"model.{scheme}.onnx"
+            n = 2
+            while name in names.values():
+                name, n = f"model.{scheme}.{n}.onnx", n + 1
+            names[path] = name
+            shutil.copy2(path, artifact / name)
+        variants[target] = names[path]
+    for row in result.candidates:
+        row.pop("path", None)
+        row["file"] = variants[row["target"]] if row.get("chosen") else None  # unchosen models are not kept
+    return variants

@@ -1,0 +1,96 @@
+"""An existing ONNX model as a ``convert`` source: copied and checked, no torch; the FP32 ONNX is the reference.
+
+Used for ``edgekit convert model.onnx --quantize ...``. When the file sits in an edgekit artifact (or next to a
+tokenizer), its tokenizer and valid integer input ranges come along.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.converters.calibration import find_tokenizer
+from edgekit.converters.validate import Case
+from edgekit.specs import TensorSpec, random_feeds
+
+Feeds = dict[str, np.ndarray]
+
+
+def is_onnx_source(source: str | Path) -> bool:
+    path = Path(source)
+    return path.suffix.lower() == ".onnx" and path.is_file()
+
+
+@dataclass
+class OnnxSource:
+    path: Path
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    opset: int
+    sha256: str
+    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    tokenizer: Path | None = None
+
+
+def load_onnx_source(path: Path) -> OnnxSource:
+    """Parse and check ``path`` (ModelFormatError, exit 2, when it is not a usable model)."""
+    from edgekit.onnxfile import io_specs, opset_of, read_onnx
+
+    proto = read_onnx(path)
+    inputs, outputs = io_specs(proto)
+    ranges: dict[str, tuple[int, int]] = {}
+    manifest = path.parent / "edgekit.json"
+    if manifest.is_file():
+        try:
+            extras = json.loads(manifest.read_text()).get("extras", {})
+            ranges = {k: (int(v[0]), int(v[1])) for k, v in extras.get("int_ranges", {}).items()}
+        except (ValueError, TypeError, KeyError, IndexError):
+            ranges = {}
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return OnnxSource(path, inputs, outputs, opset_of(proto), digest, ranges, find_tokenizer(path.parent))
+
+
+def copy_model(src: OnnxSource, dst: Path) -> None:
+    """Copy the model file and any external data files it references, keeping their relative names."""
+    import onnx
+
+    from edgekit.onnxfile import external_data_files
+
+    shutil.copy2(src.path, dst)
+    for data in external_data_files(onnx.load(str(src.path), load_external_data=False), src.path):
+        shutil.copy2(data, dst.parent / data.name)
+
+
+def copy_tokenizer(src: OnnxSource, artifact: Path) -> None:
+    if src.tokenizer is None:
+        return
+    (artifact / "tokenizer").mkdir(exist_ok=True)
+    for f in src.tokenizer.parent.iterdir():
+        if f.is_file() and (f.suffix in (".json", ".txt", ".model") and f.name != "edgekit.json"):
+            shutil.copy2(f, artifact / "tokenizer" / f.name)
+
+
+def onnx_reference(path: Path) -> Callable[[Feeds], dict[str, np.ndarray]]:
+    """Outputs of the FP32 model on ONNX Runtime's CPU provider: the reference for an ONNX source."""
+    from edgekit.api import load, model_ref
+
+    session = load(model_ref(path), target="onnxruntime")
+    return lambda feeds: session.run(feeds)
+
+
+def gate_cases(src: OnnxSource, reference: Callable[[Feeds], Any], seed: int = 0) -> list[Case]:
+    """Random inputs at two sizes of every symbolic dim, with the FP32 reference outputs."""
+    cases = []
+    for i, sizes in enumerate(({"batch": 1, "seq": 16}, {"batch": 2, "seq": 11})):
+        dims = {d: sizes.get(d, 4 + i) for s in src.inputs for d in s.shape if isinstance(d, str)}
+        feeds = random_feeds(src.inputs, dims, seed=seed + i, int_range=src.int_ranges)
+        label = ",".join(f"{k}={v}" for k, v in dims.items()) or "random"
+        cases.append(Case(label, feeds, reference(feeds)))
+    return cases

@@ -1,0 +1,209 @@
+"""The quantize stage of ``convert``: calibration data in, per-target model variants out, each one gated.
+
+A variant is an extra model file next to the FP32 ``model.onnx`` (``model.int8.onnx``...); the manifest maps
+each target to the file it should load. Every variant passes the same parity gate as export, against the same
+reference (torch, or the FP32 ONNX for an ONNX source), at its precision's tolerance, on the gate's inputs and
+on held-back real samples.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.artifact import Stage
+from edgekit.converters.calibration import (
+    CalibrationOptions,
+    CalibrationSet,
+    CalibSource,
+    check_source_exists,
+    load_calibration,
+)
+from edgekit.converters.fidelity import FidelityTarget, fidelity_metrics, parse_fidelity, run_all
+from edgekit.converters.quantize import (
+    CALIBRATION_METHODS,
+    CLI_MODES,
+    QuantizeOptions,
+    ensure_node_names,
+    quantize_model,
+    variant_file,
+)
+from edgekit.converters.validate import Case, TargetReport, check_session, require_passed
+from edgekit.errors import InputError, ValidationError
+from edgekit.specs import TensorSpec
+
+Feeds = dict[str, np.ndarray]
+Reference = Callable[[Feeds], dict[str, np.ndarray]]
+ProgressFn = Callable[[str], None]
+GATE_HELDOUT = 16  # held-back samples added to the parity gate of each variant
+
+
+@dataclass(frozen=True)
+class QuantizeRequest:
+    """What ``convert`` was asked to do about precision; checked before any slow work."""
+
+    mode: str = "none"
+    calib_data: CalibSource | None = None
+    calib_samples: int = 200
+    calibration: str = "minmax"
+    fidelity: str | None = None
+    targets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mode not in CLI_MODES:
+            raise InputError(f"unknown --quantize {self.mode!r}; expected one of: {', '.join(CLI_MODES)}")
+        if self.calibration not in CALIBRATION_METHODS:
+            raise InputError(f"unknown --calibration {self.calibration!r}; expected {', '.join(CALIBRATION_METHODS)}")
+        if self.fidelity is not None:
+            parse_fidelity(self.fidelity)
+        if self.mode in ("int8", "auto") and self.calib_data is None:
+            raise InputError(
+                f"--quantize {self.mode} needs calibration data: --calib-data PATH (.npz/.npy files, a directory "
+                "of them, or a text file with one sample per line for text models)"
+            )
+        if self.mode == "none" and (self.calib_data is not None or self.fidelity is not None):
+            raise InputError("--calib-data and --fidelity need --quantize (int8-dynamic, int8, fp16 or auto)")
+        CalibrationOptions(samples=self.calib_samples)
+        check_source_exists(self.calib_data)
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "none"
+
+    @property
+    def goal(self) -> FidelityTarget | None:
+        if self.fidelity is not None:
+            return parse_fidelity(self.fidelity)
+        return parse_fidelity("cosine>=0.99") if self.mode == "auto" else None
+
+    def variant_targets(self) -> list[str]:
+        """Auto: the named targets, else every CPU runtime installed here; otherwise ONNX Runtime plus those named."""
+        if self.mode == "auto" and not self.targets:
+            from edgekit.converters.auto_quant import DEFAULT_CPU_TARGETS
+            from edgekit.runtimes import runtime_entry
+
+            return [t for t in DEFAULT_CPU_TARGETS if runtime_entry(t).is_available()]
+        return list(dict.fromkeys(self.targets if self.mode == "auto" else ["onnxruntime", *self.targets]))
+
+
+@dataclass
+class VariantsResult:
+    variants: dict[str, str]  # target -> file
+    precisions: dict[str, str]  # file -> precision
+    stage: Stage
+    reports: dict[str, TargetReport]  # "target:file" -> gate report
+
+
+def build_variants(
+    artifact: Path, request: QuantizeRequest, inputs: Sequence[TensorSpec], reference: Reference,
+    gate_cases: Sequence[Case], tokenizer: Path | None, say: ProgressFn,
+) -> VariantsResult:  # fmt: skip
+    """Quantize ``artifact/model.onnx`` as requested, gate every variant, and describe it all as a Stage."""
+    base = artifact / "model.onnx"
+    ensure_node_names(base)
+    data = _calibration(request, inputs, tokenizer, say)
+    refs = [reference(f) for f in data.heldout] if data is not None else []
+    params: dict[str, Any] = {
+        "mode": request.mode,
+        "calibration": request.calibration,
+        "fidelity": request.fidelity,
+        "targets": request.variant_targets(),
+        "data": data.summary() if data else None,
+    }
+    metrics: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="edgekit-quant-", dir=artifact.parent) as work:
+        if request.mode == "auto":
+            variants, metrics = _auto(artifact, base, Path(work), request, data, refs, say)
+        else:
+            variants, metrics = _single(artifact, base, request, data, refs, say)
+    precisions = {f: _precision(artifact / f) for f in set(variants.values())}
+    heldout_cases = [Case(f"heldout[{i}]", f, r) for i, (f, r) in enumerate(zip(data.heldout, refs, strict=True))
+                     ][:GATE_HELDOUT] if data else []  # fmt: skip
+    reports = _gate(artifact, variants, [*gate_cases, *heldout_cases], say)
+    metrics["variants"] = variants
+    return VariantsResult(variants, precisions, Stage(name="quantize", params=params, metrics=metrics), reports)
+
+
+def _calibration(
+    request: QuantizeRequest, inputs: Sequence[TensorSpec], tokenizer: Path | None, say: ProgressFn
+) -> CalibrationSet | None:
+    if request.calib_data is None:
+        return None
+    say("reading calibration data")
+    return load_calibration(request.calib_data, inputs, CalibrationOptions(samples=request.calib_samples),
+                            tokenizer=tokenizer)  # fmt: skip
+
+
+def _single(
+    artifact: Path, base: Path, request: QuantizeRequest, data: CalibrationSet | None, refs: list, say: ProgressFn
+) -> tuple[dict[str, str], dict[str, Any]]:
+    options = QuantizeOptions(mode=request.mode, calibration=request.calibration)
+    say(f"quantizing ({request.mode})")
+    result = quantize_model(base, artifact / variant_file(request.mode), options, data.calibration if data else ())
+    targets = request.variant_targets()
+    metrics: dict[str, Any] = {"result": result.summary()}
+    if data is not None and data.heldout:
+        fid = {t: _heldout_fidelity(result.path, t, data.heldout, refs) for t in targets}
+        metrics["heldout_fidelity"] = fid
+        goal = request.goal
+        for t, m in fid.items():
+            if goal is not None and not goal.met(m):
+                raise ValidationError(
+                    f"{request.mode} model misses {goal} on {t}: {goal.metric}={m.get(goal.metric, float('nan')):.5f}"
+                    f" on {m['samples']} held-back samples"
+                )
+    return dict.fromkeys(targets, result.path.name), metrics
+
+
+def _auto(
+    artifact: Path, base: Path, work: Path, request: QuantizeRequest, data: CalibrationSet | None, refs: list,
+    say: ProgressFn,
+) -> tuple[dict[str, str], dict[str, Any]]:  # fmt: skip
+    from edgekit.converters.auto_quant import AutoOptions, auto_quantize, keep_files
+
+    assert data is not None and request.goal is not None  # checked by QuantizeRequest
+    targets = tuple(request.variant_targets())
+    options = AutoOptions(fidelity=request.goal, targets=targets, calibration=request.calibration)
+    result = auto_quantize(base, work, data, refs, latency_feeds(data), options, say)
+    variants = keep_files(result, artifact, base.name)
+    metrics = {"goal": str(request.goal), "chosen": result.chosen, "candidates": result.candidates}
+    return variants, {**metrics, "search": result.search}
+
+
+def latency_feeds(data: CalibrationSet) -> Feeds:
+    """The largest sample seen (for text, a packed full-length sequence): what latency is measured on."""
+    samples = [*data.calibration, *data.heldout]
+    return max(samples, key=lambda f: sum(v.size for v in f.values()))
+
+
+def _heldout_fidelity(path: Path, target: str, heldout: Sequence[Feeds], refs: Sequence[dict]) -> dict[str, float]:
+    from edgekit.api import load, model_ref
+
+    with load(model_ref(path), target=target) as session:
+        return fidelity_metrics(refs, run_all(session.run, heldout))
+
+
+def _gate(artifact: Path, variants: Mapping[str, str], cases: Sequence[Case], say: ProgressFn) -> dict:
+    from edgekit.api import load, model_ref
+
+    reports = {}
+    for target, file in variants.items():
+        if file == "model.onnx":
+            continue  # the FP32 model passed the export gate on every target already
+        say(f"validating {file} on {target}")
+        with load(model_ref(artifact / file), target=target) as session:
+            report = check_session(session, cases)
+        reports[f"{target}:{file}"] = report
+        require_passed(report)
+    return reports
+
+
+def _precision(path: Path) -> str:
+    from edgekit.onnxfile import precision_of, read_onnx
+
+    return precision_of(read_onnx(path, check=False))

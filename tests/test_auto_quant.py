@@ -1,0 +1,150 @@
+"""``--quantize auto``: fidelity expressions, layer sensitivity, the search that keeps sensitive layers in float,
+the per-target choice with every candidate recorded, and the failure when nothing meets the target."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit.converters.auto_quant import AutoOptions, auto_quantize, keep_files
+from edgekit.converters.calibration import CalibrationOptions, load_calibration
+from edgekit.converters.fidelity import fidelity_metrics, parse_fidelity
+from edgekit.converters.latency import LatencyOptions
+from edgekit.converters.quantize import QuantizeOptions, quantize_model
+from edgekit.converters.sensitivity import rank_nodes
+from edgekit.errors import InputError, ValidationError
+from edgekit.specs import TensorSpec
+
+FAST = LatencyOptions(warmup=2, min_iterations=5, duration_s=0.05, rounds=1)
+SPECS = [TensorSpec("x", "float32", ("batch", "seq", 8))]
+
+
+def outlier_model(path: Path) -> Path:
+    """Two MatMuls; the second one's input has one channel 300x larger than the rest (a transformer-like
+    outlier), so quantizing that input loses the small channels while the first MatMul quantizes well."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((8, 16)).astype(np.float32)
+    boost = np.ones(16, np.float32)
+    boost[3] = 300.0
+    w2 = rng.standard_normal((16, 8)).astype(np.float32)
+    w2[3] /= 300.0
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="up"),
+        helper.make_node("Mul", ["h", "boost"], ["hb"], name="boost"),
+        helper.make_node("MatMul", ["hb", "w2"], ["y"], name="down"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "outlier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(boost, "boost"), numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def samples(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 2 + i % 4, 8)).astype(np.float32)} for i in range(n)]
+
+
+def references(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    from edgekit.api import load, model_ref
+
+    with load(model_ref(path)) as session:
+        return [session.run(f) for f in feeds]
+
+
+@pytest.mark.parametrize(
+    ("expr", "metric", "op", "value"),
+    [("cosine>=0.99", "cosine", ">=", 0.99), (" top1 >= 0.995 ", "top1", ">=", 0.995),
+     ("max_abs<=1e-2", "max_abs", "<=", 0.01), ("min_cosine>0.9", "min_cosine", ">", 0.9)],
+)  # fmt: skip
+def test_fidelity_expressions_parse(expr, metric, op, value):
+    goal = parse_fidelity(expr)
+    assert (goal.metric, goal.op, goal.threshold) == (metric, op, value)
+
+
+@pytest.mark.parametrize("expr", ["cosine", "cosine=0.99", "cos>=0.99", "cosine>=abc", "max_abs>=0.1",
+                                  "cosine>=1.5", "", "cosine>=0.99 and top1>=0.9"])  # fmt: skip
+def test_bad_fidelity_expressions_are_input_errors(expr):
+    with pytest.raises(InputError, match="bad fidelity expression"):
+        parse_fidelity(expr)
+
+
+def test_fidelity_metrics_take_the_worst_output():
+    ref = [{"a": np.array([[1.0, 0.0, 0.0]]), "b": np.array([[0.0, 2.0, 1.0]])}]
+    got = [{"a": np.array([[1.0, 0.0, 0.0]]), "b": np.array([[0.0, 1.0, 2.0]])}]
+    m = fidelity_metrics(ref, got)
+    assert m["cosine"] == pytest.approx(0.8) and m["top1"] == 0.0 and m["max_abs"] == 1.0 and m["samples"] == 1
+    assert parse_fidelity("cosine>=0.79").met(m) and not parse_fidelity("top1>=0.5").met(m)
+
+
+def test_sensitivity_ranks_the_outlier_layer_first(tmp_path):
+    src = outlier_model(tmp_path / "m.onnx")
+    for mode in ("int8", "int8-dynamic"):
+        q = quantize_model(src, tmp_path / f"{mode}.onnx", QuantizeOptions(mode=mode), samples(20))
+        ranking = rank_nodes(src, q.path, q.quantized_nodes, samples(8, 1))
+        assert [n for n, _ in ranking] == ["down", "up"], mode
+        assert ranking[0][1] > 10 * ranking[1][1]
+
+
+def test_auto_keeps_the_sensitive_layer_in_float_and_records_every_candidate(tmp_path):
+    src = outlier_model(tmp_path / "m.onnx")
+    data = load_calibration(samples(60), SPECS, CalibrationOptions(holdout=20))
+    refs = references(src, data.heldout)
+    work = tmp_path / "work"
+    work.mkdir()
+    options = AutoOptions(parse_fidelity("cosine>=0.95"), ("onnxruntime", "openvino"), latency=FAST)
+    result = auto_quantize(src, work, data, refs, data.calibration[0], options, lambda _: None)
+    rows = {(r["target"], r["scheme"]): r for r in result.candidates}
+    assert set(rows) == {("onnxruntime", "fp32"), ("onnxruntime", "int8-dynamic"), ("onnxruntime", "int8"),
+                         ("openvino", "fp32"), ("openvino", "int8")}  # fmt: skip
+    for row in rows.values():
+        assert row["latency"]["p50_ms"] > 0 and "cosine" in row["fidelity"]
+    for key in [("onnxruntime", "int8"), ("openvino", "int8"), ("onnxruntime", "int8-dynamic")]:
+        assert rows[key]["meets"] and rows[key]["excluded_nodes"] == ["down"], key  # found by the search
+    assert sum(bool(r.get("chosen")) for r in rows.values()) == 2
+    art = tmp_path / "art"
+    art.mkdir()
+    variants = keep_files(result, art, "model.onnx")
+    assert set(variants) == {"onnxruntime", "openvino"}
+    for target, file in variants.items():
+        assert file == "model.onnx" or (art / file).is_file(), target
+
+
+def test_auto_fails_with_the_best_candidates_numbers_when_nothing_meets(tmp_path):
+    src = outlier_model(tmp_path / "m.onnx")
+    data = load_calibration(samples(30), SPECS, CalibrationOptions(holdout=10))
+    work = tmp_path / "work"
+    work.mkdir()
+    options = AutoOptions(parse_fidelity("max_abs<=1e-9"), ("onnxruntime",), latency=FAST)
+    with pytest.raises(ValidationError, match=r"no candidate meets max_abs<=1e-09 on onnxruntime; best was .*p50"):
+        auto_quantize(src, work, data, references(src, data.heldout), data.calibration[0], options, lambda _: None)
+
+
+def test_cli_auto_on_an_onnx_model(tmp_path, mlp_onnx):
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).standard_normal((60, 8)).astype(np.float32))
+    out = tmp_path / "auto"
+    result = subprocess.run(
+        [sys.executable, "-m", "edgekit", "convert", str(mlp_onnx.path), "-o", str(out), "--quantize", "auto",
+         "--calib-data", str(tmp_path / "c.npz"), "--fidelity", "cosine>=0.99", "--target", "onnxruntime", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    stage = manifest["stages"][-1]
+    assert stage["name"] == "quantize" and stage["metrics"]["goal"] == "cosine>=0.99"
+    chosen = [r for r in stage["metrics"]["candidates"] if r.get("chosen")]
+    assert len(chosen) == 1 and manifest["variants"]["onnxruntime"] == (chosen[0]["file"] or "model.onnx")
+    assert {r["scheme"] for r in stage["metrics"]["candidates"]} == {"fp32", "int8-dynamic", "int8"}
