@@ -1,0 +1,214 @@
+"""Pruning: make a torch model do less work before export, and say exactly what was removed.
+
+Structured pruning removes whole conv channels (CNNs, through Torch-Pruning's dependency graph) or whole
+attention heads and FFN neurons (BERT-family and ``torch.nn`` transformer encoders; the hidden size stays), so
+the dense compute really shrinks. Unstructured and 2:4 sparsity only zero weights: smaller compressed files and
+input for sparse kernels, no speed-up on dense CPU runtimes; the report says so.
+
+This module holds the options, the result and the entry point; torch is imported only when pruning runs.
+``prune_channels`` (CNN), ``prune_transformer`` (heads/FFN), ``prune_sparse`` (zeros), ``prune_common``
+(importance, counting, naming a failing layer) and ``prune_latency`` (``prune_until``, ``parse_budget``, both
+re-exported here) do the work.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from edgekit.converters.prune_latency import parse_budget, prune_until
+from edgekit.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from edgekit.converters.prune_common import Grads
+
+KINDS = ("structured", "unstructured", "2:4")
+IMPORTANCES = ("l1", "l2", "taylor")
+DENSE_NOTE = (
+    "{kind} sparsity zeroes weights in place: tensor shapes, parameter count and dense MACs are unchanged. "
+    "The zeros compress well on disk and can feed sparse kernels (2:4 on NVIDIA Ampere+ with TensorRT), but "
+    "ONNX Runtime and OpenVINO on CPU still do the full dense work: expect no latency gain."
+)
+
+
+def check_ratio(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """A pruning ratio as a float in (0, 1) ([0, 1) with ``allow_zero``); anything else is bad input."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(f"{name} must be a number between 0 and 1, got {value!r}")
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value < 1):
+        bounds = "[0, 1)" if allow_zero else "(0, 1), exclusive"
+        raise InputError(f"{name} must be in {bounds}, got {value}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """What to prune and how to rank it.
+
+    ``ratio`` is the fraction removed: channels (CNN), heads and FFN neurons (transformers; ``heads_ratio`` and
+    ``ffn_ratio`` override it per part, 0 keeps that part whole), or weights zeroed (unstructured; 2:4 is always
+    50%). ``global_pruning`` ranks across layers instead of removing ``ratio`` in every layer. ``ignored_layers``
+    are qualified module names (``features.0``, ``model.encoder.layer.3``) left untouched with their children.
+    """
+
+    ratio: float
+    kind: str = "structured"
+    importance: str = "l1"
+    global_pruning: bool = False
+    ignored_layers: tuple[str, ...] = ()
+    heads_ratio: float | None = None
+    ffn_ratio: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_ratio("prune ratio", self.ratio)
+        for name in ("heads_ratio", "ffn_ratio"):
+            value = getattr(self, name)
+            if value is not None:
+                check_ratio(name, value, allow_zero=True)
+        if self.kind not in KINDS:
+            raise InputError(f"unknown prune kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if self.importance not in IMPORTANCES:
+            raise InputError(f"unknown importance {self.importance!r}; expected one of {', '.join(IMPORTANCES)}")
+        if isinstance(self.ignored_layers, str):
+            raise InputError("ignored_layers must be a tuple of module names, not one string")
+        object.__setattr__(self, "ignored_layers", tuple(self.ignored_layers))
+
+    @property
+    def heads(self) -> float:
+        """The fraction of attention heads to remove."""
+        return self.ratio if self.heads_ratio is None else self.heads_ratio
+
+    @property
+    def ffn(self) -> float:
+        """The fraction of FFN intermediate neurons to remove."""
+        return self.ratio if self.ffn_ratio is None else self.ffn_ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ratio": self.ratio,
+            "kind": self.kind,
+            "importance": self.importance,
+            "global_pruning": self.global_pruning,
+            "ignored_layers": list(self.ignored_layers),
+            "heads_ratio": self.heads_ratio,
+            "ffn_ratio": self.ffn_ratio,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class PruneResult:
+    """The pruned module (a copy: the original stays intact, e.g. as a distillation teacher) and its plan.
+
+    ``plan`` is JSON-ready for the manifest: options, method, per-layer before/after, parameters and MACs
+    (per sample, at the example inputs' shape, Torch-Pruning's counter), notes that say what to expect.
+    """
+
+    module: nn.Module
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params_before(self) -> int:
+        return int(self.plan["params_before"])
+
+    @property
+    def params_after(self) -> int:
+        return int(self.plan["params_after"])
+
+    @property
+    def macs_before(self) -> int:
+        return int(self.plan["macs_before"])
+
+    @property
+    def macs_after(self) -> int:
+        return int(self.plan["macs_after"])
+
+    def summary(self) -> str:
+        """One line for a progress log or the CLI."""
+        p = self.plan
+        text = (
+            f"pruned ({p['kind']}, {p['importance']}): params {p['params_before']:,} -> {p['params_after']:,}, "
+            f"MACs {p['macs_before']:,} -> {p['macs_after']:,}"
+        )
+        if "sparsity" in p:
+            text += f", {p['sparsity']:.1%} of prunable weights zero (no dense speed-up)"
+        return text
+
+
+def prune_module(
+    module: nn.Module,
+    example_inputs: dict[str, torch.Tensor],
+    options: PruneOptions,
+    data: Iterable[dict[str, torch.Tensor]] | None = None,
+) -> PruneResult:
+    """Prune a copy of ``module`` as ``options`` say and check it still runs with the same output shapes.
+
+    ``data`` (feed dicts) is needed for Taylor importance only. Bad options, unknown layer names and models
+    whose layers cannot be analysed raise :class:`InputError` naming the layer.
+    """
+    from edgekit.converters import prune_common as common
+
+    common.check_model(module)
+    common.check_example_inputs(example_inputs)
+    _check_ignored(module, options.ignored_layers)
+    if options.importance == "taylor" and data is None:
+        raise InputError("taylor importance needs data (an iterable of feed dicts); use l1 or l2 without data")
+    pruned = copy.deepcopy(module).eval()
+    reference = common.output_shapes(pruned, example_inputs)
+    grads = common.taylor_grads(pruned, data, options.seed) if options.importance == "taylor" else None
+    counters = common.attention_counters(pruned)
+    params_before, macs_before = common.count_params_macs(pruned, example_inputs, counters)
+    details = _prune_in_place(pruned, example_inputs, options, grads)
+    common.check_still_runs(pruned, example_inputs, reference)
+    params_after, macs_after = common.count_params_macs(pruned, example_inputs, common.attention_counters(pruned))
+    plan = {
+        **options.to_dict(),
+        **details,
+        "example_shapes": {k: list(v.shape) for k, v in example_inputs.items()},
+        "params_before": params_before,
+        "params_after": params_after,
+        "macs_before": macs_before,
+        "macs_after": macs_after,
+    }
+    return PruneResult(module=pruned, plan=plan)
+
+
+def _prune_in_place(
+    model: nn.Module,
+    example_inputs: dict[str, torch.Tensor],
+    options: PruneOptions,
+    grads: Grads | None,
+) -> dict[str, Any]:
+    """Dispatch: sparsity kinds, transformer heads/FFN when the model has them, else conv channels."""
+    if options.kind != "structured":
+        from edgekit.converters.prune_sparse import sparsify
+
+        details = sparsify(model, options, grads)
+        details["notes"] = [DENSE_NOTE.format(kind=options.kind), *details.get("notes", [])]
+        return details
+    from edgekit.converters.prune_transformer import find_units, prune_transformer
+
+    units = find_units(model)
+    if units.attention or units.ffn:
+        return prune_transformer(model, units, options, grads)
+    from edgekit.converters.prune_channels import prune_channels
+
+    return prune_channels(model, example_inputs, options, grads)
+
+
+def _check_ignored(module: nn.Module, names: tuple[str, ...]) -> None:
+    known = {name for name, _ in module.named_modules()}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InputError(f"ignored layer {unknown[0]!r} is not a module of the model (names as in named_modules())")
+
+
+__all__ = ["IMPORTANCES", "KINDS", "PruneOptions", "PruneResult", "parse_budget", "prune_module", "prune_until"]

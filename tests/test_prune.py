@@ -1,0 +1,361 @@
+"""Pruning on small real models: structured (CNN channels, nn.TransformerEncoder and BERT heads/FFN), sparsity
+kinds, bad input, unanalysable layers, and latency-aware pruning. Pruned models export and run on ONNX Runtime
+and OpenVINO."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import edgekit
+from edgekit.converters.prune import PruneOptions, parse_budget, prune_module, prune_until
+from edgekit.converters.prune_latency import export_for_timing, step_ratios
+from edgekit.converters.prune_transformer import PrunedMultiheadAttention
+from edgekit.errors import InputError
+from edgekit.sources import load_source
+
+TARGETS = ("onnxruntime", "openvino")
+MODELS = Path(__file__).parent / "models"
+
+
+def _factory(name: str) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A test model as edgekit loads it (FILE.py:make): the module and its named example inputs."""
+    source = load_source(f"{MODELS}/{name}.py:make")
+    assert source.example_inputs is not None
+    return source.module, source.example_inputs
+
+
+def _cnn() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    return _factory("cnn")
+
+
+def _encoder() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    return _factory("transformer")
+
+
+def _tiny_bert() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A 2-layer BERT (no download) behind edgekit's HF wrapper with sentence-transformers' mean + normalize."""
+    import transformers
+
+    from edgekit.sources.huggingface import text_wrapper
+    from edgekit.sources.wrappers import torch_classes
+
+    config = transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=100,
+        max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    classes = torch_classes()
+    head = classes["SentenceHead"](["mean"], [classes["L2Normalize"]()])
+    return text_wrapper(transformers.BertModel(config).eval(), head), _text_feeds(2, 16)
+
+
+def _text_feeds(batch: int, seq: int) -> dict[str, torch.Tensor]:
+    ids = torch.randint(1, 100, (batch, seq), generator=torch.Generator().manual_seed(seq))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+
+
+def _torch_out(model: nn.Module, feeds: dict[str, torch.Tensor]) -> np.ndarray:
+    with torch.no_grad():
+        return model(**feeds).numpy()
+
+
+def _runs_everywhere(model: nn.Module, example: dict, other: dict, tmp_path: Path) -> None:
+    """Export with edgekit's exporter; ONNX Runtime and OpenVINO match torch on inputs of another shape."""
+    path = tmp_path / "pruned.onnx"
+    export_for_timing(model, example, None, path)
+    want = _torch_out(model, other)
+    for target in TARGETS:
+        with edgekit.load(path, target) as session:
+            got = next(iter(session.run({k: v.numpy() for k, v in other.items()}).values()))
+        assert got.shape == want.shape, target
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4, err_msg=target)
+
+
+# --- structured ----------------------------------------------------------------------------------------------
+
+
+def test_cnn_half_channels_is_smaller_and_runs_on_every_runtime(tmp_path: Path) -> None:
+    model, example = _cnn()
+    original = copy.deepcopy(model.state_dict())
+    result = prune_module(model, example, PruneOptions(0.5))
+    pruned = result.module
+    assert result.params_after < result.params_before and result.macs_after < result.macs_before
+    assert pruned.features[0].in_channels == 3 and pruned.features[0].out_channels == 4
+    assert pruned.features[4].out_channels == 8 and pruned.classifier.out_features == 10
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())  # the original is untouched
+    json.dumps(result.plan)
+    assert {row["name"] for row in result.plan["layers"]} == {"features.0", "features.4", "classifier"}
+    _runs_everywhere(pruned, example, {"x": torch.randn(3, 3, 32, 32)}, tmp_path)
+
+
+def test_cnn_ignored_layer_keeps_its_channels() -> None:
+    model, example = _cnn()
+    result = prune_module(model, example, PruneOptions(0.5, ignored_layers=("features.0",), importance="l2"))
+    assert result.module.features[0].out_channels == 8 and result.module.features[4].out_channels == 8
+
+
+def test_transformer_encoder_heads_and_ffn(tmp_path: Path) -> None:
+    model, example = _encoder()
+    result = prune_module(model, example, PruneOptions(0.5))
+    layers = result.module.encoder.layers
+    for layer in layers:
+        assert isinstance(layer.self_attn, PrunedMultiheadAttention) and layer.self_attn.num_heads == 1
+        assert layer.linear1.out_features == 32 and layer.linear2.in_features == 32
+        assert layer.norm1.normalized_shape == (32,)  # hidden size untouched
+    assert result.macs_after < result.macs_before
+    mask = torch.ones(3, 9, dtype=torch.int64)
+    mask[0, 5:] = 0
+    other = {"input_ids": torch.randint(0, 100, (3, 9)), "attention_mask": mask}
+    assert _torch_out(result.module, other).shape == (3, 32)
+    _runs_everywhere(result.module, example, other, tmp_path)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_pruned_attention_equals_attention_without_those_heads(batch_first: bool) -> None:
+    """Removing heads 1 and 3 computes what the original computes with their output columns zeroed."""
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
+    pruned = PrunedMultiheadAttention(mha, [0, 2]).eval()
+    x = torch.randn(3, 5, 16) if batch_first else torch.randn(5, 3, 16)
+    padding = torch.zeros(3, 5)
+    padding[0, 3:] = float("-inf")
+    per_head = torch.randn(3 * 4, 5, 5)
+    with torch.no_grad():
+        mha.out_proj.weight[:, 4:8] = 0
+        mha.out_proj.weight[:, 12:16] = 0
+        want = mha(x, x, x, key_padding_mask=padding, attn_mask=per_head, need_weights=False)[0]
+        got = pruned(x, x, x, key_padding_mask=padding, attn_mask=per_head)[0]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_tiny_bert_half_ffn_and_half_heads_stays_consistent(tmp_path: Path) -> None:
+    model, example = _tiny_bert()
+    result = prune_module(model, example, PruneOptions(0.5, heads_ratio=0.5, ffn_ratio=0.5))
+    for layer in result.module.model.encoder.layer:
+        attention = layer.attention.self
+        assert attention.num_attention_heads == 2 and attention.attention_head_size == 8
+        assert attention.all_head_size == 16 == attention.num_attention_heads * attention.attention_head_size
+        assert all(p.out_features == 16 for p in (attention.query, attention.key, attention.value))
+        assert layer.attention.output.dense.in_features == 16 and layer.attention.output.dense.out_features == 32
+        assert layer.intermediate.dense.out_features == 32 and layer.output.dense.in_features == 32
+    json.dumps(result.plan)
+    heads = [row for row in result.plan["layers"] if row["unit"] == "heads"]
+    assert [(row["before"], row["after"], len(row["removed"])) for row in heads] == [(4, 2, 2)] * 2
+    for seq in (7, 23):
+        assert _torch_out(result.module, _text_feeds(3, seq)).shape == (3, 32)
+    _runs_everywhere(result.module, example, _text_feeds(3, 23), tmp_path)
+
+
+def test_bert_heads_only_equal_zeroed_output_columns() -> None:
+    model, example = _tiny_bert()
+    result = prune_module(model, example, PruneOptions(0.5, ffn_ratio=0.0))
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer, row in zip(reference.model.encoder.layer, result.plan["layers"], strict=True):
+            for head in row["removed"]:
+                layer.attention.output.dense.weight[:, head * 8 : (head + 1) * 8] = 0
+    feeds = _text_feeds(2, 11)
+    np.testing.assert_allclose(_torch_out(result.module, feeds), _torch_out(reference, feeds), atol=1e-6)
+
+
+def test_global_head_pruning_keeps_one_head_per_layer() -> None:
+    model, example = _tiny_bert()
+    result = prune_module(model, example, PruneOptions(0.75, global_pruning=True, ffn_ratio=0.0))
+    after = [row["after"] for row in result.plan["layers"] if row["unit"] == "heads"]
+    assert sum(after) == 2 and all(n >= 1 for n in after)
+
+
+def test_ignored_transformer_layer_is_left_whole() -> None:
+    model, example = _tiny_bert()
+    result = prune_module(model, example, PruneOptions(0.5, ignored_layers=("model.encoder.layer.0",)))
+    first, second = result.module.model.encoder.layer
+    assert first.attention.self.num_attention_heads == 4 and first.intermediate.dense.out_features == 64
+    assert second.attention.self.num_attention_heads == 2 and second.intermediate.dense.out_features == 32
+
+
+def test_taylor_removes_neurons_that_do_not_reach_the_output() -> None:
+    """Neurons with big input weights but a zero output column: magnitude keeps them, Taylor drops them."""
+    model, example = _encoder()
+    with torch.no_grad():
+        for layer in model.encoder.layers:
+            layer.linear1.weight[:32] *= 10
+            layer.linear2.weight[:, :32] = 0
+    data = [{"input_ids": torch.randint(0, 100, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.int64)}]
+    taylor = prune_module(model, example, PruneOptions(0.5, importance="taylor", heads_ratio=0.0), data).module
+    l1 = prune_module(model, example, PruneOptions(0.5, heads_ratio=0.0)).module
+    for t_layer, m_layer in zip(taylor.encoder.layers, l1.encoder.layers, strict=True):
+        assert (t_layer.linear2.weight.abs().sum(0) > 0).all()  # every dead neuron went
+        assert (m_layer.linear2.weight.abs().sum(0) == 0).any()  # magnitude kept some
+
+
+def test_taylor_needs_data() -> None:
+    model, example = _cnn()
+    with pytest.raises(InputError, match="taylor importance needs data"):
+        prune_module(model, example, PruneOptions(0.5, importance="taylor"))
+
+
+# --- sparsity ------------------------------------------------------------------------------------------------
+
+
+def test_unstructured_zeroes_the_ratio_and_keeps_shapes() -> None:
+    model, example = _cnn()
+    result = prune_module(model, example, PruneOptions(0.3, kind="unstructured"))
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in result.module.state_dict().items()} == shapes
+    for row in result.plan["layers"]:
+        assert abs(row["sparsity"] - 0.3) < 0.02, row
+    assert result.params_after == result.params_before and result.macs_after == result.macs_before
+    assert "no latency gain" in result.plan["notes"][0]
+    overall = prune_module(model, example, PruneOptions(0.3, kind="unstructured", global_pruning=True))
+    assert abs(overall.plan["sparsity"] - 0.3) < 0.01
+
+
+def test_two_four_leaves_two_zeros_in_every_group_of_four() -> None:
+    model, example = _tiny_bert()
+    result = prune_module(model, example, PruneOptions(0.5, kind="2:4"))
+    dense = result.module.model.encoder.layer[0].intermediate.dense.weight
+    assert dense.shape == (64, 32)
+    assert ((dense.reshape(-1, 4) == 0).sum(dim=1) >= 2).all()
+    cnn_result = prune_module(*_cnn(), PruneOptions(0.5, kind="2:4"))
+    conv = cnn_result.module.features[4].weight.movedim(1, -1)  # groups along input channels
+    assert ((conv.reshape(-1, 4) == 0).sum(dim=1) >= 2).all()
+    assert any("features.0" in note for note in cnn_result.plan["notes"])  # 3 input channels: skipped, said so
+
+
+# --- bad input -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ratio", [0, 1, -0.1, 1.5, float("nan"), True])
+def test_ratio_outside_zero_one_is_bad_input(ratio: float) -> None:
+    with pytest.raises(InputError, match="ratio") as info:
+        PruneOptions(ratio)
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"heads_ratio": 1.0}, "heads_ratio"), ({"kind": "2:8"}, "prune kind"), ({"importance": "l3"}, "importance")],
+)
+def test_bad_options_are_bad_input(kwargs: dict, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        PruneOptions(0.5, **kwargs)
+
+
+def test_torchscript_module_is_bad_input() -> None:
+    model, example = _cnn()
+    with pytest.raises(InputError, match="TorchScript"):
+        prune_module(torch.jit.trace(model, example["x"]), example, PruneOptions(0.5))
+
+
+def test_unknown_ignored_layer_is_bad_input() -> None:
+    with pytest.raises(InputError, match=r"'features\.9'"):
+        prune_module(*_cnn(), PruneOptions(0.5, ignored_layers=("features.9",)))
+
+
+class _ThroughNumpy(nn.Module):
+    """A 'custom op' that leaves torch: Torch-Pruning cannot trace what depends on the conv before it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.tanh(x.detach().numpy()))
+
+
+class _MyAttention(nn.Module):
+    """Attention edgekit does not know: channel pruning through it could mix heads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(8, 24)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v
+
+
+def _with(op: nn.Module) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), op, nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 4)).eval()  # fmt: skip
+
+
+def test_unanalysable_layer_is_bad_input_naming_it() -> None:
+    example = {"input": torch.randn(2, 3, 16, 16)}
+    with pytest.raises(InputError, match=r"layer '2' \(_ThroughNumpy\)") as info:
+        prune_module(_with(_ThroughNumpy()), example, PruneOptions(0.5))
+    assert "\n" not in str(info.value)
+    # ignoring it is the user's way out: what it hides from the trace stays whole, the rest is pruned
+    result = prune_module(_with(_ThroughNumpy()), example, PruneOptions(0.5, ignored_layers=("2",)))
+    assert result.module[0].out_channels == 8 and result.module[3].out_channels == 4
+
+
+def test_unknown_attention_is_bad_input_naming_it() -> None:
+    model = nn.Sequential(nn.Linear(8, 8), _MyAttention(), nn.Linear(8, 2)).eval()
+    with pytest.raises(InputError, match=r"layer '1' \(_MyAttention\)"):
+        prune_module(model, {"input": torch.randn(2, 5, 8)}, PruneOptions(0.5))
+
+
+# --- latency-aware -------------------------------------------------------------------------------------------
+
+
+def _params_ms(model: nn.Module) -> float:
+    """A deterministic stand-in for latency: 1 ms per 1000 parameters."""
+    return sum(p.numel() for p in model.parameters()) / 1000
+
+
+def test_prune_until_stops_at_the_budget() -> None:
+    model, example = _cnn()
+    result = prune_until(model, example, budget_ms=1.0, target="onnxruntime", step=0.1, measure=_params_ms)
+    record = result.plan["prune_until"]
+    steps = record["steps"]
+    assert record["met"] and [s["ratio"] for s in steps] == [0.0, 0.1, 0.2]
+    assert steps[-1]["latency_ms"] <= 1.0 < steps[-2]["latency_ms"]
+    assert steps[-1]["params"] == result.params_after == sum(p.numel() for p in result.module.parameters())
+    assert all(a["macs"] > b["macs"] for a, b in itertools.pairwise(steps))
+
+
+def test_prune_until_stops_at_max_ratio_when_the_budget_is_out_of_reach() -> None:
+    model, example = _cnn()
+    result = prune_until(model, example, 0.001, "onnxruntime", step=0.25, max_ratio=0.6, measure=_params_ms)
+    record = result.plan["prune_until"]
+    assert not record["met"] and [s["ratio"] for s in record["steps"]] == [0.0, 0.25, 0.5, 0.6]
+    assert result.plan["ratio"] == 0.6 and any("not met" in note for note in result.plan["notes"])
+
+
+def test_prune_until_times_on_the_target() -> None:
+    """One real run: export, time in a separate ONNX Runtime process; a generous budget stops at once."""
+    model, example = _cnn()
+    result = prune_until(model, example, budget_ms=1000.0, target="onnxruntime")
+    steps = result.plan["prune_until"]["steps"]
+    assert result.plan["prune_until"]["met"] and len(steps) == 1 and 0 < steps[0]["latency_ms"] < 1000
+
+
+def test_prune_until_bad_input() -> None:
+    model, example = _cnn()
+    with pytest.raises(InputError, match="budget"):
+        prune_until(model, example, budget_ms=0, target="onnxruntime", measure=_params_ms)
+    with pytest.raises(InputError, match="max_ratio"):
+        prune_until(model, example, budget_ms=1, target="onnxruntime", max_ratio=1.0, measure=_params_ms)
+    with pytest.raises(InputError, match="unknown target"):
+        prune_until(model, example, budget_ms=1, target="nope")
+
+
+def test_step_ratios_end_at_max_ratio() -> None:
+    assert step_ratios(0.1, 0.9) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert step_ratios(0.2, 0.5) == [0.2, 0.4, 0.5]
+
+
+@pytest.mark.parametrize(("text", "ms"), [("latency<=6ms", 6.0), (" latency < 2.5 ms ", 2.5), ("latency<=0.5s", 500.0)])
+def test_parse_budget(text: str, ms: float) -> None:
+    assert parse_budget(text) == pytest.approx(ms)
+
+
+@pytest.mark.parametrize("text", ["latency<=6", "latency>=6ms", "6ms", "latency<=0ms", "size<=6ms", ""])
+def test_parse_budget_rejects_bad_text(text: str) -> None:
+    with pytest.raises(InputError, match="latency"):
+        parse_budget(text)
