@@ -359,6 +359,10 @@ from edgekit.benchmark.cli import register as _register_bench  # noqa: E402
 
 _register_bench(app)
 
+from edgekit.distill_cli import register as _register_distill  # noqa: E402
+
+_register_distill(app)
+
 
 def main() -> None:
     """Console-script entry point."""
