@@ -134,20 +134,48 @@ def convert(
     target: Annotated[
         list[str], typer.Option("--target", help="Runtime to build and validate a variant for (repeatable).")
     ] = [],  # noqa: B006
+    prune: Annotated[float | None, typer.Option(help="Prune this fraction (0-1) of channels/neurons/heads.")] = None,
+    prune_until: Annotated[
+        str | None, typer.Option("--prune-until", help='Prune in steps until e.g. "latency<=6ms" on --target.')
+    ] = None,
+    prune_kind: Annotated[str, typer.Option("--prune-kind", help="structured, unstructured or 2:4.")] = "structured",
+    prune_heads: Annotated[
+        float | None, typer.Option("--prune-heads", help="Fraction of attention heads (default: --prune).")
+    ] = None,
+    prune_importance: Annotated[str, typer.Option("--prune-importance", help="l1, l2 or taylor.")] = "l1",
+    distill_data: Annotated[
+        str | None, typer.Option("--distill-data", help="Distill the pruned model from the original on this data.")
+    ] = None,
+    distill_epochs: Annotated[int, typer.Option("--distill-epochs", help="Distillation epochs.")] = 3,
+    distill_steps: Annotated[
+        int | None, typer.Option("--distill-steps", help="Distillation steps (overrides epochs).")
+    ] = None,
+    distill_loss: Annotated[
+        str | None,
+        typer.Option("--distill-loss", help="kl, mse or cosine (default: kl for logits, cosine for embeddings)."),
+    ] = None,
+    distill_lr: Annotated[float, typer.Option("--distill-lr", help="Distillation learning rate.")] = 1e-4,
 ) -> None:
     """Export a PyTorch model (or take an ONNX model) to a validated artifact, optionally quantized per target."""
     with _errors():
+        from edgekit.converters.compress import CompressRequest
         from edgekit.converters.pipeline import convert as convert_model
         from edgekit.specs import parse_dim_sizes, parse_spec
 
         specs = [parse_spec(s) for s in inputs]
         sizes = parse_dim_sizes(dims)
+        shrink = CompressRequest(
+            prune=prune, prune_until=prune_until, prune_kind=prune_kind, prune_heads=prune_heads,
+            prune_importance=prune_importance, prune_target=(target or ["onnxruntime"])[0],
+            distill_data=distill_data, distill_epochs=distill_epochs, distill_steps=distill_steps,
+            distill_loss=distill_loss, distill_lr=distill_lr,
+        )  # fmt: skip
         with _status("converting", enabled=not json_out) as say:
             manifest = convert_model(
                 source, output, input_specs=specs, dim_sizes=sizes, opset=opset, exporter=exporter,
                 allow_pickle=allow_pickle, validate_targets=validate_target, force=force, progress=say,
                 quantize=quantize, calib_data=calib_data, calib_samples=calib_samples, calibration=calibration,
-                fidelity=fidelity, targets=target,
+                fidelity=fidelity, targets=target, compress=shrink,
             )  # fmt: skip
         if json_out:
             _print_json(manifest.model_dump())

@@ -24,6 +24,8 @@ from edgekit.artifact import (
     write_manifest,
 )
 from edgekit.converters.calibration import CalibSource, find_tokenizer
+from edgekit.converters.compress import CompressRequest
+from edgekit.converters.compress import compress as compress_source
 from edgekit.converters.export import ExportOptions, IOPlan, export_onnx, plan_io
 from edgekit.converters.validate import TOLERANCES, Case, TargetReport, build_cases, check_session, require_passed
 from edgekit.converters.variants import QuantizeRequest, build_variants
@@ -57,6 +59,7 @@ def convert(
     calibration: str = "minmax",
     fidelity: str | None = None,
     targets: Sequence[str] = (),
+    compress: CompressRequest | None = None,
 ) -> Manifest:
     """Convert a PyTorch source (or an ONNX file) into a validated artifact directory at ``out``.
 
@@ -64,7 +67,8 @@ def convert(
     ``targets`` runtime at the precision it really runs in; any failure raises :class:`ValidationError`.
     ``quantize`` (``int8-dynamic``, ``int8``, ``fp16`` or ``auto``) adds per-target variants, each gated the
     same way; ``calib_data`` is a path or an iterable of feed dicts, ``fidelity`` an expression such as
-    ``"cosine>=0.99"``.
+    ``"cosine>=0.99"``. ``compress`` prunes and/or distills the torch model first; the export gate then checks
+    the compressed model, and its closeness to the original is recorded in the prune/distill stages.
     """
     say = progress or _quiet
     request = QuantizeRequest(quantize, calib_data, calib_samples, calibration, fidelity, tuple(targets))
@@ -76,12 +80,17 @@ def convert(
     from edgekit.converters.onnx_source import is_onnx_source
 
     if is_onnx_source(source):
+        if compress is not None and compress.active:
+            raise InputError("pruning and distillation need the PyTorch model, not an ONNX file")
         return _convert_onnx(Path(source), Path(out), request, targets, force, say)
     with staging_dir(Path(out), force=force) as tmp:
         from edgekit.sources import load_source
 
         say(f"loading {source}")
         src = load_source(source, allow_pickle=allow_pickle)
+        compress_stages: list[Stage] = []
+        if compress is not None and compress.active:
+            src, compress_stages = compress_source(src, compress, say)
         say("probing dynamic dims")
         plan = plan_io(src, options)
         cases = build_cases(
@@ -115,6 +124,7 @@ def convert(
             opset=opset,
             dynamic_dims=plan.dim_sizes,
             stages=[
+                *compress_stages,
                 Stage(
                     name="export",
                     params={"exporter": used, "opset": opset, "requested_exporter": exporter},

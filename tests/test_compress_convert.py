@@ -1,0 +1,86 @@
+"""`edgekit convert --prune ... --distill-data ...`: the torch-side stages inside the one pipeline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit.converters.compress import CompressRequest
+from edgekit.errors import InputError
+
+MODELS = Path(__file__).parent / "models"
+CPU_TARGETS = [t for t in ("onnxruntime", "openvino") if t in edgekit.available_targets()]
+
+
+def _cnn_data(path: Path, n: int = 48) -> Path:
+    x = np.random.default_rng(0).standard_normal((n, 3, 32, 32)).astype(np.float32)
+    np.savez(path, x=x)
+    return path
+
+
+def test_prune_and_distill_cnn_into_one_artifact(tmp_path):
+    data = _cnn_data(tmp_path / "x.npz")
+    request = CompressRequest(prune=0.5, distill_data=data, distill_steps=6, distill_lr=1e-3)
+    manifest = edgekit.convert(
+        f"{MODELS}/cnn.py:make", tmp_path / "art", compress=request, validate_targets=CPU_TARGETS
+    )
+    names = [s.name for s in manifest.stages]
+    assert names[:3] == ["prune", "distill", "export"]
+    prune = manifest.stages[0].metrics
+    assert prune["params_after"] < prune["params_before"] and prune["macs_after"] < prune["macs_before"]
+    distill = manifest.stages[1]
+    assert distill.params["loss"] == "mse" and distill.metrics["steps"] == 6
+    assert "mean_cosine" in distill.metrics["fidelity_to_original_on_examples"]
+    assert all(manifest.validation[t]["passed"] for t in CPU_TARGETS)
+    feeds = {"x": np.random.default_rng(1).standard_normal((3, 3, 32, 32)).astype(np.float32)}
+    for target in CPU_TARGETS:
+        with edgekit.load(tmp_path / "art", target=target) as s:
+            assert s.run(feeds)["output"].shape == (3, 10)
+
+
+def test_pruned_transformer_runs_at_other_sequence_lengths(tmp_path):
+    manifest = edgekit.convert(f"{MODELS}/transformer.py:make", tmp_path / "t", compress=CompressRequest(prune=0.5))
+    assert manifest.stages[0].name == "prune"
+    ids = np.random.default_rng(2).integers(0, 100, (2, 23)).astype(np.int64)
+    with edgekit.load(tmp_path / "t") as s:
+        assert s.run({"input_ids": ids, "attention_mask": np.ones_like(ids)})["output"].shape == (2, 32)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.1, 1.5])
+def test_ratio_outside_zero_one_is_rejected(ratio):
+    with pytest.raises(InputError, match="ratio"):
+        CompressRequest(prune=ratio)
+
+
+def test_prune_and_prune_until_together_is_rejected():
+    with pytest.raises(InputError, match="not both"):
+        CompressRequest(prune=0.5, prune_until="latency<=5ms")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_bad_ratio_and_bad_data_exit_2_with_one_line(tmp_path):
+    result = _cli("convert", f"{MODELS}/cnn.py:make", "-o", str(tmp_path / "a"), "--prune", "1.5")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "ratio" in result.stderr
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((4, 3, 16, 16), np.float32))
+    result = _cli("convert", f"{MODELS}/cnn.py:make", "-o", str(tmp_path / "b"), "--prune", "0.5",
+                  "--distill-data", str(bad), "--distill-steps", "2")  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "'x'" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz"]
+
+
+def test_cli_prune_json_manifest(tmp_path):
+    result = _cli("convert", f"{MODELS}/mlp.py:make", "-o", str(tmp_path / "m"), "--prune", "0.5", "--json")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    assert manifest["stages"][0]["name"] == "prune"
