@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgekit.errors import EdgekitError, InputError, OutputError
+from edgekit.errors import EdgekitError, InputError
 
 app = typer.Typer(
     add_completion=False,
@@ -251,19 +249,9 @@ def _load_feed_files(items: list[str]) -> dict[str, np.ndarray]:
 
 
 def _write_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path = path.absolute()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from edgekit.artifact import atomic_write
+
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 @app.command()

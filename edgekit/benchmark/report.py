@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import OutputError, RuntimeUnavailableError
+from edgekit.errors import RuntimeUnavailableError
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -237,23 +235,9 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def _atomic(path: Path, write: Callable[[Any], object]) -> Path:
-    path = path.absolute()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from edgekit.artifact import atomic_write
+
+    return atomic_write(path, write)
 
 
 def write_plot(report: BenchReport, path: str | Path) -> Path:

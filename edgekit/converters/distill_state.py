@@ -7,7 +7,6 @@ the trainer joins (or reuses) a process group: nccl when it trains on CUDA, gloo
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from edgekit.errors import InputError, OutputError
+from edgekit.errors import InputError
 from edgekit.sources._util import describe
 
 CHECKPOINT = "last.pt"
@@ -73,19 +72,9 @@ class Distributed:
 
 def save_atomically(obj: Any, path: Path) -> None:
     """torch.save to a temporary file next to ``path``, then rename: a crash never leaves half a file."""
-    path = path.absolute()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from edgekit.artifact import atomic_write
+
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def checkpoint_path(directory: str | os.PathLike[str]) -> Path:
