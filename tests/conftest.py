@@ -168,3 +168,20 @@ def _runtime_params() -> list:
 def runtime(request: pytest.FixtureRequest) -> str:
     """Every registered runtime; those not installed here skip with what to install."""
     return request.param
+
+
+
+def _cpu_line() -> str:
+    from edgekit.benchmark.facts import cpu_model, numeric_cpu_flags
+
+    return f"cpu: {cpu_model()}; numerics flags: {' '.join(numeric_cpu_flags()) or 'none of those checked'}"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say which kind of CPU a run came from: these features change INT8/bf16 results and OpenVINO's defaults."""
+    return [_cpu_line()]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The same line at the end, where ``-q`` (which hides the header) and failure reports still show it."""
+    terminalreporter.write_line(_cpu_line())

@@ -22,12 +22,31 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU features that change numerics: INT8 dot products (VNNI, AMX), bf16/fp16 arithmetic (OpenVINO runs FP32
+# models in bf16 by default where it is native) and summation order (AVX2 vs AVX-512 kernels).
+NUMERIC_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
+                     "amx_int8", "amx_fp16")  # fmt: skip
+
+
+def numeric_cpu_flags() -> list[str]:
+    """Which of :data:`NUMERIC_CPU_FLAGS` this CPU has (from /proc/cpuinfo; empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("flags", "features")):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in NUMERIC_CPU_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def machine_facts() -> dict[str, Any]:
     from edgekit.artifact import library_versions
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu_model": cpu_model(),
+        "cpu_flags": numeric_cpu_flags(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
         "system": f"{platform.system()} {platform.release()}",

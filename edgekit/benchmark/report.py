@@ -122,6 +122,7 @@ def method_lines(report: BenchReport) -> list[str]:
         f"ONNX Runtime spinning: {m['ort_spinning']}",
         f"machine: {machine['cpu_model']}, {machine['usable_cores']} usable of {machine['logical_cores']} cores, "
         f"{machine['system']}, python {machine['python']}",
+        f"CPU features that change numerics: {' '.join(machine.get('cpu_flags') or []) or 'none edgekit knows'}",
     ]
 
 

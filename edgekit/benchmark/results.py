@@ -35,7 +35,8 @@ edgekit bench JSON (schema "edgekit.bench/1"). Times are milliseconds unless the
     "precision": str | null (requested), "ort_spinning": which ONNX Runtime spinning setting was used and why,
     "speedup": how speedups are computed, "seed": int, "fidelity_inputs": how fidelity inputs are made
   },
-  "machine": {"cpu_model", "logical_cores", "usable_cores", "system", "machine", "python",
+  "machine": {"cpu_model", "cpu_flags": [the CPU features that change numerics: avx2, avx512f, avx512_vnni,
+              avx512_bf16, amx_*, ...], "logical_cores", "usable_cores", "system", "machine", "python",
               "libraries": {name: version}},
   "warnings": [str],                      # high CV, failed reference, ... (also shown in the terminal)
   "results": [{                           # one per (model, target, batch)
