@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checks import assert_output_matches
 
 import edgekit
-from edgekit.converters.validate import cosines
 from edgekit.errors import InputError, ValidationError
 from edgekit.specs import parse_spec
 
@@ -60,8 +60,7 @@ def test_converted_models_match_torch_at_new_sizes(converted, name, target):
     ref = _torch_out(model, feeds)
     with edgekit.load(converted[name], target=target, precision="f32" if target == "openvino" else None) as s:
         got = next(iter(s.run(feeds).values()))
-    assert got.shape == ref.shape
-    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-3)
+        assert_output_matches(s, ref, got)
 
 
 def test_manifest_records_dims_validation_and_source(converted):
@@ -135,7 +134,7 @@ def test_exported_program_source(tmp_path):
     assert manifest.inputs[0]["shape"][0] == "batch"
     feeds = {"x": np.random.default_rng(1).standard_normal((4, 16)).astype(np.float32)}
     with edgekit.load(tmp_path / "art") as s:
-        np.testing.assert_allclose(s.run(feeds)["output"], _torch_out(model, feeds), atol=1e-5)
+        assert_output_matches(s, _torch_out(model, feeds), s.run(feeds)["output"])
 
 
 @pytest.mark.slow
@@ -156,8 +155,7 @@ def test_minilm_embedding_matches_torch_on_every_cpu_target(tmp_path):
     for target in CPU_TARGETS:
         precision = "f32" if target == "openvino" else None
         with edgekit.load(out, target=target, precision=precision) as s:
-            got = s.run(feeds)["embedding"]
-            assert cosines(ref, got).min() >= 0.9999, target
+            assert_output_matches(s, ref, s.run(feeds)["embedding"], target)
         if target == "openvino":
             with edgekit.load(out, target=target) as default:
                 hint = default.info().details["inference_precision_hint"]
@@ -176,10 +174,9 @@ def test_minilm_artifact_embeds_text_like_sentence_transformers(tmp_path):
     out = tmp_path / "minilm"
     edgekit.convert(bundled_minilm_dir(), out)
     feeds = TextEncoder.for_artifact(out).encode(sentences)
-    with edgekit.load(out) as session:
-        got = session.run(feeds)["embedding"]
     expected = SentenceTransformer(str(bundled_minilm_dir()), device="cpu").encode(sentences)
-    assert cosines(expected, got).min() >= 0.9999
+    with edgekit.load(out) as session:
+        assert_output_matches(session, expected, session.run(feeds)["embedding"])
 
 
 def test_output_rename_moves_a_colliding_internal_value(tmp_path):

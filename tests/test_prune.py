@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checks import assert_output_matches
 from torch import nn
 
 import edgekit
@@ -21,7 +22,8 @@ from edgekit.converters.prune_transformer import PrunedMultiheadAttention
 from edgekit.errors import InputError
 from edgekit.sources import load_source
 
-TARGETS = ("onnxruntime", "openvino")
+# OpenVINO at its default (bf16 on CPUs with native bf16, else f32) and pinned both ways, so every CPU covers both.
+TARGET_PRECISIONS = (("onnxruntime", None), ("openvino", None), ("openvino", "f32"), ("openvino", "bf16"))
 MODELS = Path(__file__).parent / "models"
 
 
@@ -72,11 +74,10 @@ def _runs_everywhere(model: nn.Module, example: dict, other: dict, tmp_path: Pat
     path = tmp_path / "pruned.onnx"
     export_for_timing(model, example, None, path)
     want = _torch_out(model, other)
-    for target in TARGETS:
-        with edgekit.load(path, target) as session:
+    for target, precision in TARGET_PRECISIONS:
+        with edgekit.load(path, target, precision=precision) as session:
             got = next(iter(session.run({k: v.numpy() for k, v in other.items()}).values()))
-        assert got.shape == want.shape, target
-        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4, err_msg=target)
+            assert_output_matches(session, want, got, f"{target} asked for {precision or 'its default'}")
 
 
 # --- structured ----------------------------------------------------------------------------------------------

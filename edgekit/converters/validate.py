@@ -41,9 +41,9 @@ TOLERANCES: dict[str, Tolerance] = {
 def tolerance_for(precision: str) -> Tolerance:
     """The tolerance for an effective precision string such as ``fp32``, ``bf16`` or ``int8-qdq (fp32 ...)``."""
     p = precision.lower()
-    for key in ("int8", "bf16", "fp16", "f16"):
+    for key in ("int8", "bf16", "fp16", "f16", "tf32"):
         if key in p:
-            return TOLERANCES["fp16" if key == "f16" else key]
+            return TOLERANCES["fp16" if key in ("f16", "tf32") else key]  # tf32 keeps fp16's 10-bit mantissa
     return TOLERANCES["fp32"]
 
 
