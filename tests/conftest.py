@@ -170,7 +170,6 @@ def runtime(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-
 def _cpu_line() -> str:
     from edgekit.benchmark.facts import cpu_model, numeric_cpu_flags
 
