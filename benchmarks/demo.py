@@ -32,7 +32,7 @@ def main() -> int:
 
     import edgekit
     from edgekit.converters.torch_io import run_torch
-    from edgekit.converters.validate import cosines
+    from edgekit.fidelity import sample_cosines
     from edgekit.sources import bundled_minilm_dir, load_source
     from edgekit.text import TextEncoder
 
@@ -56,7 +56,7 @@ def main() -> int:
                 got = session.run(feeds)["embedding"]
                 ms = (time.perf_counter() - t0) * 1000
                 info = session.info()
-            cos = cosines(reference, got)
+            cos = sample_cosines(reference, got)
             label = info.precision + ("" if precision is None else " (pinned)")
             err = float(np.abs(reference - got).max())
             print(f"{target:<12} {label:<14} {cos.min():>11.6f} {err:>12.2e} {ms:>8.2f}")

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekit.converters.latency import LatencyJob, LatencyOptions, measure
+from edgekit.benchmark.measure import Candidate, measure_latency
+from edgekit.benchmark.plan import BenchConfig
 from edgekit.converters.prune import PruneOptions, PruneResult, prune_module
 from edgekit.converters.prune_latency import export_for_timing
 
@@ -82,10 +83,9 @@ def run(ratio: float, epochs: int) -> dict[str, Any]:
         for key, model in models.items():
             path = Path(tmp) / f"{key}.onnx"
             feeds = export_for_timing(model, example, None, path)
-            jobs.append(LatencyJob(key, path, "onnxruntime"))
-        latency = measure(
-            jobs, feeds, Path(tmp), LatencyOptions(warmup=20, min_iterations=200, duration_s=1.0, rounds=3)
-        )
+            jobs.append(Candidate(key, path, "onnxruntime"))
+        timing = BenchConfig(warmup_iterations=20, iterations=200, duration_s=1.0, rounds=3, cold_start=False)
+        latency = measure_latency(jobs, feeds, timing)
     for key, lat in latency.items():
         rows[key]["ort_p50_ms"] = round(lat.p50_ms, 4)
     return {"ratio": ratio, "epochs": epochs, "test_samples": len(y_te), "rows": rows,

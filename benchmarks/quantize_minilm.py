@@ -40,11 +40,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=3.0, help="Seconds timed per model per round.")
     parser.add_argument("--reuse", action="store_true", help="Reuse artifacts already in --out.")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(_worker(json.loads(args.worker))), flush=True)
-        return 0
     from edgekit.sources import bundled_minilm_dir
 
     source = bundled_minilm_dir()
@@ -117,7 +113,7 @@ def _fidelity(source: Path, artifact: Path, models: list[dict], sentences: list[
     """Mean/min cosine of every model on every target to torch FP32, one sentence at a time."""
     import edgekit
     from edgekit.converters.torch_io import run_torch
-    from edgekit.converters.validate import cosines
+    from edgekit.fidelity import sample_cosines
     from edgekit.sources import load_source
 
     feeds = [_encode(artifact, [s]) for s in sentences]
@@ -126,56 +122,40 @@ def _fidelity(source: Path, artifact: Path, models: list[dict], sentences: list[
     out = {}
     for m in models[1:]:
         with edgekit.load(m["path"], target=m["target"]) as session:
-            cos = np.concatenate([cosines(r, session.run(f)["embedding"]) for r, f in zip(ref, feeds, strict=True)])
+            cos = np.concatenate(
+                [sample_cosines(r, session.run(f)["embedding"]) for r, f in zip(ref, feeds, strict=True)]
+            )
         out[m["label"]] = {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
         print(f"fidelity {m['label']}: mean cosine {cos.mean():.5f}", flush=True)
     return out
 
 
-def _latency(source: Path, models: list[dict], feeds: Path, rounds: int, duration: float) -> dict[str, list[dict]]:
-    runs: dict[str, list[dict]] = {m["label"]: [] for m in models}
-    for r in range(rounds):
-        for m in models:
-            request = {**m, "source": str(source), "feeds": str(feeds), "duration": duration}
-            cmd = [sys.executable, __file__, "--worker", json.dumps(request)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
-            runs[m["label"]].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(f"round {r + 1}: {m['label']}: p50 {runs[m['label']][-1]['p50_ms']:.2f} ms", flush=True)
-    return runs
+def _latency(source: Path, models: list[dict], feeds: Path, rounds: int, duration: float) -> dict[str, Any]:
+    """Every model (and torch eager) timed by edgekit's measurement engine: own processes, rounds alternating."""
+    from edgekit.benchmark.measure import Candidate, measure_latency
+    from edgekit.benchmark.plan import BenchConfig
+
+    candidates = [
+        Candidate(m["label"], Path(m["path"] or source), m["target"], source=None if m["path"] else str(source),
+                  output_names=("embedding",))
+        for m in models
+    ]  # fmt: skip
+    timing = BenchConfig(iterations=20, duration_s=duration, warmup_iterations=10, rounds=rounds, cold_start=False)
+    with np.load(feeds) as data:
+        return measure_latency(candidates, {k: data[k] for k in data.files}, timing)
 
 
-def _worker(req: dict[str, Any]) -> dict[str, Any]:
-    """One model on one target in this fresh process: warm up, then a timed single-stream loop."""
-    from edgekit.converters.latency import time_session
-
-    with np.load(req["feeds"]) as data:
-        feeds = {k: data[k] for k in data.files}
-    if req["target"] == "torch":
-        from edgekit.converters.torch_io import run_torch
-        from edgekit.sources import load_source
-
-        module = load_source(req["source"]).module
-        return time_session(lambda f: run_torch(module, f, ["embedding"]), feeds, 10, 20, req["duration"])
-    import edgekit
-
-    with edgekit.load(req["path"], target=req["target"]) as session:
-        result = time_session(session.run, feeds, 10, 20, req["duration"])
-        result["precision"] = session.info().precision
-    return result
-
-
-def _rows(models: list[dict], fidelity: dict, latency: dict[str, list[dict]]) -> list[dict[str, Any]]:
-    torch_p50 = [r["p50_ms"] for r in latency["torch eager fp32"]]
+def _rows(models: list[dict], fidelity: dict, latency: dict[str, Any]) -> list[dict[str, Any]]:
+    torch_p50 = latency["torch eager fp32"].rounds_p50_ms
     rows = []
     for m in models:
-        runs = latency[m["label"]]
-        p50s = [r["p50_ms"] for r in runs]
-        ratios = [t / p for t, p in zip(torch_p50, p50s, strict=True)]
+        lat = latency[m["label"]]
+        ratios = [t / p for t, p in zip(torch_p50, lat.rounds_p50_ms, strict=True)]
         rows.append({
             "model": m["label"], "target": m["target"], "file": Path(m["path"]).name if m["path"] else "",
-            "precision": runs[0].get("precision", "fp32"), "p50_ms": statistics.median(p50s),
-            "p90_ms": statistics.median(r["p90_ms"] for r in runs), "rounds_p50_ms": [round(p, 3) for p in p50s],
-            "speedup_vs_torch": statistics.median(ratios), "speedup_rounds": [round(x, 3) for x in ratios],
+            "precision": lat.precision or "fp32", "p50_ms": lat.p50_ms, "p90_ms": lat.p90_ms,
+            "rounds_p50_ms": lat.rounds_p50_ms, "speedup_vs_torch": statistics.median(ratios),
+            "speedup_rounds": [round(x, 3) for x in ratios],
             **fidelity.get(m["label"], {"mean_cosine": 1.0, "min_cosine": 1.0}),
         })  # fmt: skip
     return rows

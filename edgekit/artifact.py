@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -56,6 +56,8 @@ class Manifest(BaseModel):
     model: str = MODEL_NAME
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
+    # what each output is, decided at convert time: "classifier" (top-1 applies), "embedding" or "tensor"
+    output_kinds: dict[str, Literal["classifier", "embedding", "tensor"]] = Field(default_factory=dict)
     precision: str = "fp32"
     # per-target model files (``{"onnxruntime": "model.int8-dynamic.onnx"}``) and each variant's precision;
     # empty in artifacts without variants, where every target loads ``model``

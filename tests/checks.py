@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from edgekit.converters.validate import compare_outputs, tolerance_for
+from edgekit.fidelity import compare_outputs, tolerance_for
 from edgekit.runtimes.base import Session
 
 

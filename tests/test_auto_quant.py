@@ -13,16 +13,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekit.benchmark.plan import BenchConfig
 from edgekit.converters.auto_quant import AutoOptions, auto_quantize, keep_files
 from edgekit.converters.calibration import CalibrationOptions, load_calibration
-from edgekit.converters.fidelity import fidelity_metrics, parse_fidelity
-from edgekit.converters.latency import LatencyOptions
 from edgekit.converters.quantize import QuantizeOptions, quantize_model
 from edgekit.converters.sensitivity import rank_nodes
 from edgekit.errors import InputError, ValidationError
+from edgekit.fidelity import fidelity_metrics, parse_fidelity
 from edgekit.specs import TensorSpec
 
-FAST = LatencyOptions(warmup=2, min_iterations=5, duration_s=0.05, rounds=1)
+FAST = BenchConfig(warmup_iterations=2, warmup_s=0.0, iterations=5, duration_s=0.05, rounds=1)
 SPECS = [TensorSpec("x", "float32", ("batch", "seq", 8))]
 
 
@@ -85,7 +85,7 @@ def test_bad_fidelity_expressions_are_input_errors(expr):
 def test_fidelity_metrics_take_the_worst_output():
     ref = [{"a": np.array([[1.0, 0.0, 0.0]]), "b": np.array([[0.0, 2.0, 1.0]])}]
     got = [{"a": np.array([[1.0, 0.0, 0.0]]), "b": np.array([[0.0, 1.0, 2.0]])}]
-    m = fidelity_metrics(ref, got)
+    m = fidelity_metrics(ref, got, {"a": "classifier", "b": "classifier"})
     assert m["cosine"] == pytest.approx(0.8) and m["top1"] == 0.0 and m["max_abs"] == 1.0 and m["samples"] == 1
     assert parse_fidelity("cosine>=0.79").met(m) and not parse_fidelity("top1>=0.5").met(m)
 

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from edgekit.benchmark.fidelity import fidelity_metrics
+from edgekit.benchmark.fidelity import fidelity_report
 from edgekit.benchmark.plan import BenchConfig, fit_dims, parse_batches, parse_shape
 from edgekit.benchmark.results import SCHEMA, SCHEMA_VERSION, BenchReport, RoundResult, TargetResult
 from edgekit.benchmark.stats import paired_ratio, summarize
@@ -105,21 +105,23 @@ def test_bad_config_is_rejected(kwargs, message):
         BenchConfig(**kwargs)
 
 
-def test_fidelity_metrics_cosine_rel_error_and_top1():
+def test_fidelity_report_cosine_rel_error_and_top1():
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((8, 10)).astype(np.float32)
     got = ref + np.float32(1e-6)
-    m = fidelity_metrics({"logits": ref}, {"logits": got}, "fp32", "torch")
+    classifier = {"logits": "classifier"}
+    m = fidelity_report({"logits": ref}, {"logits": got}, "fp32", "torch", classifier)
     assert m["passed"] and m["top1_agreement"] == 1.0 and m["min_cosine"] > 0.99999
-    assert m["rel_l2"] == pytest.approx(np.linalg.norm(np.full(80, 1e-6)) / np.linalg.norm(ref), rel=1e-2)
+    worst_row = max(np.linalg.norm(np.full(10, 1e-6)) / np.linalg.norm(row) for row in ref.astype(np.float64))
+    assert m["rel_l2"] == pytest.approx(worst_row, rel=1e-2)  # per sample, the worst counts
     swapped = ref.copy()
     swapped[0] = -swapped[0]  # one of eight rows now disagrees
-    bad = fidelity_metrics({"logits": ref}, {"logits": swapped}, "bf16", "torch")
+    bad = fidelity_report({"logits": ref}, {"logits": swapped}, "bf16", "torch", classifier)
     assert not bad["passed"] and bad["top1_agreement"] == pytest.approx(7 / 8)
     assert bad["tolerance"]["min_cosine"] == 0.99  # judged at the precision the target reported
-    pooled = fidelity_metrics({"e": ref[:, :, None]}, {"e": got[:, :, None]}, "fp32", "onnxruntime")
-    assert pooled["top1_agreement"] is None  # not classifier-shaped
-    embedding = fidelity_metrics({"embedding": ref}, {"embedding": got}, "fp32", "torch")
+    pooled = fidelity_report({"e": ref[:, :, None]}, {"e": got[:, :, None]}, "fp32", "onnxruntime")
+    assert pooled["top1_agreement"] is None  # no kind given: a plain tensor
+    embedding = fidelity_report({"embedding": ref}, {"embedding": got}, "fp32", "torch", {"embedding": "embedding"})
     assert embedding["top1_agreement"] is None  # shaped like [batch, classes], but an embedding has no classes
 
 

@@ -12,8 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.api import load, model_ref
 from edgekit.converters.quantize import QuantizeOptions, quantize_model, weight_nodes
-from edgekit.converters.validate import cosines
 from edgekit.errors import InputError
+from edgekit.fidelity import sample_cosines
 
 TARGETS = ["onnxruntime", "openvino"]
 
@@ -59,7 +59,7 @@ def outputs(path: Path, target: str, feeds: list[dict[str, np.ndarray]]) -> list
 
 
 def mean_cosine(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    return float(np.mean([cosines(x, y).mean() for x, y in zip(a, b, strict=True)]))
+    return float(np.mean([sample_cosines(x, y).mean() for x, y in zip(a, b, strict=True)]))
 
 
 def weight_dequantizers(model: onnx.ModelProto) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import edgekit
-from edgekit.converters.validate import compare_outputs, tolerance_for
 from edgekit.errors import EdgekitError, FeedError, InputError
+from edgekit.fidelity import compare_outputs, tolerance_for
 
 # OpenVINO may run fp32 models in bf16 by default on CPUs that have it; conformance pins f32 where possible.
 _PINNED = {"openvino": "f32"}

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from edgekit.benchmark.facts import machine_facts, method_facts
-from edgekit.benchmark.fidelity import fidelity_metrics
+from edgekit.benchmark.fidelity import fidelity_report
 from edgekit.benchmark.plan import CACHE_TARGETS, BenchConfig, ModelPlan, plan_models, resolve_targets, torch_available
 from edgekit.benchmark.results import BenchReport, RoundResult, TargetResult
 from edgekit.benchmark.stats import HIGH_CV, paired_ratio
+from edgekit.fidelity import output_kinds
 from edgekit.specs import random_feeds
 
 ProgressFn = Callable[[int, int, str], None]  # (finished processes, total, what starts now)
@@ -103,26 +104,33 @@ def _round_from(answer: Mapping[str, Any], index: int) -> RoundResult:
     )
 
 
-def _request(plan: ModelPlan, target: str, feeds: Path, config: BenchConfig, batch: int) -> dict[str, Any]:
+def timing_request(target: str, config: BenchConfig) -> dict[str, Any]:
+    """The worker request keys that say how ``target`` is timed under ``config`` (model and feeds come apart)."""
     options = dict(config.target_options.get(target, {}))
     if target == "openvino" and config.mode == "throughput":
         options.setdefault("performance_hint", "THROUGHPUT")
     return {
         "target": target,
-        "model": str(plan.path),
-        "source": plan.source,
-        "output_names": [o.name for o in plan.ref.outputs],
         "threads": config.threads,
         "precision": None if target == "torch" else config.precision,
         "options": options,
-        "feeds": str(feeds),
         "mode": config.mode,
-        "batch": batch,
         "iterations": config.iterations,
         "duration_s": config.duration_s,
         "warmup_iterations": config.warmup_iterations,
         "warmup_s": config.warmup_s,
         "max_iterations": config.max_iterations,
+    }
+
+
+def _request(plan: ModelPlan, target: str, feeds: Path, config: BenchConfig, batch: int) -> dict[str, Any]:
+    return {
+        **timing_request(target, config),
+        "model": str(plan.path),
+        "source": plan.source,
+        "output_names": [o.name for o in plan.ref.outputs],
+        "feeds": str(feeds),
+        "batch": batch,
     }
 
 
@@ -282,12 +290,14 @@ def _fidelity(plans: list[ModelPlan], rows: list[_Row], config: BenchConfig, spa
         if ref is None:
             continue
         name, outputs = ref
+        kinds = output_kinds(plan.ref.outputs, declared=(plan.ref.manifest or {}).get("output_kinds"))
         first = {r.result.target: r for r in rows if r.plan is plan and r.case == 0}
         for row in (r for r in rows if r.plan is plan):
             src = first.get(row.result.target)
             if src is None or src.outputs is None or not row.result.session:
                 continue
-            row.result.fidelity = fidelity_metrics(outputs, src.outputs, row.result.session["precision"], name)
+            precision = row.result.session["precision"]
+            row.result.fidelity = fidelity_report(outputs, src.outputs, precision, name, kinds)
     return warnings
 
 

@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.benchmark.measure import CANDIDATE_TIMING, Candidate, measure_latency
+from edgekit.benchmark.plan import BenchConfig
 from edgekit.converters.calibration import CalibrationSet
-from edgekit.converters.fidelity import FidelityTarget, fidelity_metrics, parse_fidelity, run_all
-from edgekit.converters.latency import LatencyJob, LatencyOptions, measure
 from edgekit.converters.quantize import QuantizeOptions, QuantizeResult, quantize_model
 from edgekit.errors import InputError, ValidationError
+from edgekit.fidelity import FidelityTarget, fidelity_metrics, parse_fidelity, run_all
 
 Feeds = dict[str, np.ndarray]
 ProgressFn = Callable[[str], None]
@@ -52,9 +53,10 @@ class AutoOptions:
     fidelity: FidelityTarget = field(default_factory=lambda: parse_fidelity("cosine>=0.99"))
     targets: tuple[str, ...] = ("onnxruntime",)
     calibration: str = "minmax"
-    latency: LatencyOptions = field(default_factory=LatencyOptions)
+    latency: BenchConfig = CANDIDATE_TIMING  # how candidates are timed: the bench's method, shorter rounds
     sensitivity_samples: int = 16
     max_excluded_fraction: float = 0.5
+    output_kinds: Mapping[str, str] = field(default_factory=dict)  # which outputs are classifiers (top1)
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.targets if t not in CANDIDATES]
@@ -90,7 +92,7 @@ class _Context:
         from edgekit.api import load, model_ref
 
         with load(model_ref(path), target=target) as session:
-            return fidelity_metrics(self.refs, run_all(session.run, self.data.heldout))
+            return fidelity_metrics(self.refs, run_all(session.run, self.data.heldout), self.opts.output_kinds)
 
 
 def auto_quantize(
@@ -172,9 +174,9 @@ def _latencies(ctx: _Context, picks: Mapping[str, Mapping[str, Step]], feeds: Fe
     out = {}
     for target, by_scheme in picks.items():
         ctx.say(f"auto: timing {len(by_scheme) + 1} models on {target}")
-        jobs = [LatencyJob(BASELINE, ctx.base, target)]
-        jobs += [LatencyJob(s, step.result.path, target) for s, step in by_scheme.items()]
-        out[target] = measure(jobs, feeds, ctx.work, ctx.opts.latency)
+        jobs = [Candidate(BASELINE, ctx.base, target)]
+        jobs += [Candidate(s, step.result.path, target) for s, step in by_scheme.items()]
+        out[target] = measure_latency(jobs, feeds, ctx.opts.latency)
     return out
 
 

@@ -133,7 +133,7 @@ def _default_loss(src: LoadedSource) -> str:
 def _fidelity_to(teacher: Any, student: Any, src: LoadedSource) -> dict[str, float]:
     """Cosine of the compressed model's outputs to the original's on the example inputs."""
     from edgekit.converters.torch_io import run_torch, to_numpy_feeds
-    from edgekit.converters.validate import cosines
+    from edgekit.fidelity import sample_cosines
 
     assert src.example_inputs is not None
     feeds = to_numpy_feeds(src.example_inputs)
@@ -143,7 +143,7 @@ def _fidelity_to(teacher: Any, student: Any, src: LoadedSource) -> dict[str, flo
         got = run_torch(student, feeds, names)
     except Exception:  # output count unknown for this source: the stage metrics still say what was done
         return {}
-    cos = np.concatenate([cosines(ref[n], got[n]) for n in names])
+    cos = np.concatenate([sample_cosines(ref[n], got[n]) for n in names])
     return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
 
 

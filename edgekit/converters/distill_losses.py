@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgekit.converters.torch_io import call_args, flatten_outputs
 from edgekit.errors import InputError
+from edgekit.fidelity import cosines, top1_matches
 
 OUTPUT_KEY = "output"
 
@@ -171,15 +173,19 @@ def feature_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, axis: 
 def fidelity_sums(
     student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None, weights: Any, loss_kind: str
 ) -> dict[str, torch.Tensor]:
-    """Per-batch sums of every metric that applies (divide by the sample count for means)."""
+    """Per-batch sums of every metric that applies (divide by the sample count for means).
+
+    Top-1 agreement and cosine come from the fidelity core, per row of the last axis, so early stopping judges
+    a student the way the export gate and ``edgekit bench`` judge the exported model."""
+    s, t = (x.detach().to(torch.float64).cpu().numpy() for x in (student, teacher))
     sums: dict[str, torch.Tensor] = {}
     if loss_kind == "kl":
-        agree = (student.argmax(dim=-1) == teacher.argmax(dim=-1)).to(student.dtype).unsqueeze(-1)
+        agree = torch.from_numpy(top1_matches(t, s).astype(np.float64)).unsqueeze(-1)
         sums["agreement"] = per_sample_mean(agree, weights).sum()
         if labels is not None and student.ndim == 2:
             sums["accuracy"] = (student.argmax(dim=-1) == labels).sum().to(student.dtype)
             sums["teacher_accuracy"] = (teacher.argmax(dim=-1) == labels).sum().to(student.dtype)
     else:
-        cos = F.cosine_similarity(student, teacher, dim=-1, eps=1e-8).unsqueeze(-1)
+        cos = torch.from_numpy(cosines(t, s)).unsqueeze(-1)
         sums["cosine"] = per_sample_mean(cos, weights).sum()
     return sums

@@ -27,9 +27,10 @@ from edgekit.converters.calibration import CalibSource, find_tokenizer
 from edgekit.converters.compress import CompressRequest
 from edgekit.converters.compress import compress as compress_source
 from edgekit.converters.export import ExportOptions, IOPlan, export_onnx, plan_io
-from edgekit.converters.validate import TOLERANCES, Case, TargetReport, build_cases, check_session, require_passed
+from edgekit.converters.validate import Case, TargetReport, build_cases, check_session, require_passed
 from edgekit.converters.variants import QuantizeRequest, build_variants
 from edgekit.errors import EdgekitError, ExportError, InputError, ValidationError
+from edgekit.fidelity import TOLERANCES, output_kinds
 from edgekit.runtimes import session_class
 from edgekit.runtimes.base import ModelRef, SessionConfig
 from edgekit.specs import TensorSpec
@@ -60,6 +61,7 @@ def convert(
     fidelity: str | None = None,
     targets: Sequence[str] = (),
     compress: CompressRequest | None = None,
+    kinds: Mapping[str, str] | None = None,
 ) -> Manifest:
     """Convert a PyTorch source (or an ONNX file) into a validated artifact directory at ``out``.
 
@@ -69,6 +71,8 @@ def convert(
     same way; ``calib_data`` is a path or an iterable of feed dicts, ``fidelity`` an expression such as
     ``"cosine>=0.99"``. ``compress`` prunes and/or distills the torch model first; the export gate then checks
     the compressed model, and its closeness to the original is recorded in the prune/distill stages.
+    ``kinds`` marks outputs as ``classifier``, ``embedding`` or ``tensor`` (what the source declares, else
+    float ``[batch, classes]`` outputs are classifiers); ``top1`` fidelity applies to classifiers only.
     """
     say = progress or _quiet
     request = QuantizeRequest(quantize, calib_data, calib_samples, calibration, fidelity, tuple(targets))
@@ -82,7 +86,7 @@ def convert(
     if is_onnx_source(source):
         if compress is not None and compress.active:
             raise InputError("pruning and distillation need the PyTorch model, not an ONNX file")
-        return _convert_onnx(Path(source), Path(out), request, targets, force, say)
+        return _convert_onnx(Path(source), Path(out), request, targets, force, kinds or {}, say)
     with staging_dir(Path(out), force=force) as tmp:
         from edgekit.sources import load_source
 
@@ -93,14 +97,15 @@ def convert(
             src, compress_stages = compress_source(src, compress, say)
         say("probing dynamic dims")
         plan = plan_io(src, options)
+        out_kinds = output_kinds(plan.outputs, src.output_kinds, kinds)
         cases = build_cases(
             src.module, plan.inputs, [o.name for o in plan.outputs], plan.example, plan.dim_sizes, plan.int_ranges
         )
         path = tmp / MODEL_NAME
-        used, attempts, reports = _export_until_valid(src.module, plan, path, options, cases, say)
+        used, attempts, reports = _export_until_valid(src.module, plan, path, options, cases, out_kinds, say)
         for t in targets[1:]:
             say(f"validating on {t}")
-            reports[t] = _check_target(path, plan, t, cases)
+            reports[t] = _check_target(path, plan, t, cases, out_kinds)
             require_passed(reports[t])
         for dest, src_file in src.extra_files.items():
             (tmp / dest).parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +116,7 @@ def convert(
 
             names = [o.name for o in plan.outputs]
             result = build_variants(tmp, request, plan.inputs, lambda f: run_torch(src.module, f, names), cases,
-                                    find_tokenizer(tmp), say)  # fmt: skip
+                                    find_tokenizer(tmp), out_kinds, say)  # fmt: skip
             stages, variants, precisions = [result.stage], result.variants, result.precisions
             reports.update(result.reports)
         else:
@@ -120,6 +125,7 @@ def convert(
             source=Source(kind=src.kind, ref=src.ref, sha256=src.sha256),
             inputs=[s.to_dict() for s in plan.inputs],
             outputs=[s.to_dict() for s in plan.outputs],
+            output_kinds=out_kinds,
             precision="fp32",
             opset=opset,
             dynamic_dims=plan.dim_sizes,
@@ -144,8 +150,9 @@ def convert(
 
 
 def _export_until_valid(
-    module: Any, plan: IOPlan, path: Path, options: ExportOptions, cases: list[Case], say: ProgressFn
-) -> tuple[str, list[dict[str, str]], dict[str, TargetReport]]:
+    module: Any, plan: IOPlan, path: Path, options: ExportOptions, cases: list[Case], kinds: Mapping[str, str],
+    say: ProgressFn,
+) -> tuple[str, list[dict[str, str]], dict[str, TargetReport]]:  # fmt: skip
     """Try each exporter in order; the first whose model passes the ONNX Runtime parity gate wins."""
     attempts: list[dict[str, str]] = []
     failed_gate: TargetReport | None = None
@@ -155,7 +162,7 @@ def _export_until_valid(
         try:
             export_onnx(module, plan, path, exporter, options.opset)
             say("checking parity on onnxruntime")
-            report = _check_target(path, plan, "onnxruntime", cases)
+            report = _check_target(path, plan, "onnxruntime", cases, kinds)
         except EdgekitError as exc:
             attempts.append({"exporter": exporter, "result": str(exc)})
             continue
@@ -170,12 +177,12 @@ def _export_until_valid(
     raise ExportError(f"no exporter produced a valid model: {summary}")
 
 
-def _check_target(path: Path, plan: IOPlan, target: str, cases: list[Case]) -> TargetReport:
+def _check_target(path: Path, plan: IOPlan, target: str, cases: list[Case], kinds: Mapping[str, str]) -> TargetReport:
     ref = ModelRef(path=path, inputs=tuple(plan.inputs), outputs=tuple(plan.outputs), precision="fp32")
     cls = session_class(target)
     with cls(ref, SessionConfig()) as session:
         try:
-            return check_session(session, cases)
+            return check_session(session, cases, kinds)
         except ValidationError:
             raise
         except EdgekitError as exc:
@@ -189,13 +196,15 @@ def _remove_model_files(path: Path) -> None:
 
 
 def _convert_onnx(
-    path: Path, out: Path, request: QuantizeRequest, targets: list[str], force: bool, say: ProgressFn
-) -> Manifest:
+    path: Path, out: Path, request: QuantizeRequest, targets: list[str], force: bool, kinds: Mapping[str, str],
+    say: ProgressFn,
+) -> Manifest:  # fmt: skip
     """An ONNX source: copy and check it, validate it on the targets, and quantize it against itself."""
     from edgekit.converters.onnx_source import copy_model, copy_tokenizer, gate_cases, load_onnx_source, onnx_reference
     from edgekit.onnxfile import precision_of, read_onnx
 
     src = load_onnx_source(path)
+    out_kinds = output_kinds(src.outputs, None, kinds)
     with staging_dir(out, force=force) as tmp:
         model = tmp / MODEL_NAME
         copy_model(src, model)
@@ -210,15 +219,16 @@ def _convert_onnx(
         for t in targets:
             say(f"validating on {t}")
             with session_class(t)(ref, SessionConfig()) as session:
-                reports[t] = check_session(session, cases)
+                reports[t] = check_session(session, cases, out_kinds)
             require_passed(reports[t])
         result = None
         if request.active:
-            result = build_variants(tmp, request, src.inputs, reference, cases, find_tokenizer(tmp), say)
+            result = build_variants(tmp, request, src.inputs, reference, cases, find_tokenizer(tmp), out_kinds, say)
         manifest = Manifest(
             source=Source(kind="onnx", ref=str(path.resolve()), sha256=src.sha256),
             inputs=[s.to_dict() for s in src.inputs],
             outputs=[s.to_dict() for s in src.outputs],
+            output_kinds=out_kinds,
             precision=precision,
             opset=src.opset,
             stages=[result.stage] if result else [],

@@ -2,7 +2,7 @@
 
 Torch-Pruning counts MACs, but what a device pays is latency on its runtime, and the two do not move together
 (attention is memory bound; small GEMMs stop scaling). So each step is exported to ONNX and timed where it
-will run, in a fresh process (edgekit.converters.latency), on the example inputs' shape. Every step prunes the
+will run, in a fresh process (edgekit.benchmark.measure_latency), on the example inputs' shape. Every step prunes the
 original at the step's ratio (not the previous step's result), so a step's model does not depend on the path.
 """
 
@@ -25,13 +25,15 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from edgekit.converters.latency import LatencyOptions
+    from edgekit.benchmark.plan import BenchConfig
     from edgekit.converters.prune import PruneOptions, PruneResult
     from edgekit.sources import LoadedSource
 
 _BUDGET = re.compile(r"^\s*latency\s*(<=?)\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|us)\s*$", re.IGNORECASE)
 _MS_PER_UNIT = {"ms": 1.0, "s": 1000.0, "us": 0.001}
-FAST_TIMING = {"warmup": 3, "min_iterations": 10, "duration_s": 0.5, "rounds": 1}
+# one short round per step: prune-until compares each step against a budget, not candidates with each other
+FAST_TIMING = {"warmup_iterations": 3, "warmup_s": 0.1, "iterations": 10, "duration_s": 0.5, "rounds": 1,
+               "cold_start": False, "fidelity": False}  # fmt: skip
 
 
 def parse_budget(text: str) -> float:
@@ -64,7 +66,7 @@ def prune_until(
     options: PruneOptions | None = None,
     data: Iterable[dict[str, torch.Tensor]] | None = None,
     source: LoadedSource | None = None,
-    timing: LatencyOptions | None = None,
+    timing: BenchConfig | None = None,
     work_dir: Path | None = None,
 ) -> PruneResult:
     """Prune ``module`` at ratios step, 2*step, ... <= ``max_ratio`` until ``measure(model)`` (default: export
@@ -149,26 +151,26 @@ class TargetTimer:
         example_inputs: dict[str, torch.Tensor],
         source: LoadedSource | None,
         work_dir: Path,
-        timing: LatencyOptions | None = None,
+        timing: BenchConfig | None = None,
     ) -> None:
-        from edgekit.converters.latency import LatencyOptions
+        from edgekit.benchmark.plan import BenchConfig
         from edgekit.runtimes import runtime_entry
 
         entry = runtime_entry(target)  # unknown target: an error now, not after the first prune
         if not entry.is_available():
             raise RuntimeUnavailableError(f"runtime {target!r} is not installed; install it with: {entry.install}")
         self.target, self.example_inputs, self.source, self.work_dir = target, example_inputs, source, work_dir
-        self.timing = timing or LatencyOptions(**FAST_TIMING)
+        self.timing = timing or BenchConfig(**FAST_TIMING)
         self.calls = 0
 
     def __call__(self, module: nn.Module) -> float:
-        from edgekit.converters.latency import LatencyJob, measure
+        from edgekit.benchmark.measure import Candidate, measure_latency
 
         self.calls += 1
         path = self.work_dir / f"prune_step{self.calls}.onnx"
         feeds = export_for_timing(module, self.example_inputs, self.source, path)
-        job = LatencyJob(key="step", model=path, target=self.target)
-        return measure([job], feeds, self.work_dir, self.timing)["step"].p50_ms
+        job = Candidate(key="step", model=path, target=self.target)
+        return measure_latency([job], feeds, self.timing)["step"].p50_ms
 
 
 def export_for_timing(

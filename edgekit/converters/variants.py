@@ -24,7 +24,6 @@ from edgekit.converters.calibration import (
     check_source_exists,
     load_calibration,
 )
-from edgekit.converters.fidelity import FidelityTarget, fidelity_metrics, parse_fidelity, run_all
 from edgekit.converters.quantize import (
     CALIBRATION_METHODS,
     CLI_MODES,
@@ -35,6 +34,7 @@ from edgekit.converters.quantize import (
 )
 from edgekit.converters.validate import Case, TargetReport, check_session, require_passed
 from edgekit.errors import InputError, ValidationError
+from edgekit.fidelity import FidelityTarget, fidelity_metrics, parse_fidelity, run_all
 from edgekit.specs import TensorSpec
 
 Feeds = dict[str, np.ndarray]
@@ -101,9 +101,13 @@ class VariantsResult:
 
 def build_variants(
     artifact: Path, request: QuantizeRequest, inputs: Sequence[TensorSpec], reference: Reference,
-    gate_cases: Sequence[Case], tokenizer: Path | None, say: ProgressFn,
+    gate_cases: Sequence[Case], tokenizer: Path | None, kinds: Mapping[str, str], say: ProgressFn,
 ) -> VariantsResult:  # fmt: skip
-    """Quantize ``artifact/model.onnx`` as requested, gate every variant, and describe it all as a Stage."""
+    """Quantize ``artifact/model.onnx`` as requested, gate every variant, and describe it all as a Stage.
+
+    ``kinds`` says which outputs are classifiers, embeddings or plain tensors (what top-1 applies to)."""
+    if request.goal is not None:
+        request.goal.check_applies(kinds)
     base = artifact / "model.onnx"
     ensure_node_names(base)
     data = _calibration(request, inputs, tokenizer, say)
@@ -118,13 +122,13 @@ def build_variants(
     metrics: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="edgekit-quant-", dir=artifact.parent) as work:
         if request.mode == "auto":
-            variants, metrics = _auto(artifact, base, Path(work), request, data, refs, say)
+            variants, metrics = _auto(artifact, base, Path(work), request, data, refs, kinds, say)
         else:
-            variants, metrics = _single(artifact, base, request, data, refs, say)
+            variants, metrics = _single(artifact, base, request, data, refs, kinds, say)
     precisions = {f: _precision(artifact / f) for f in set(variants.values())}
     heldout_cases = [Case(f"heldout[{i}]", f, r) for i, (f, r) in enumerate(zip(data.heldout, refs, strict=True))
                      ][:GATE_HELDOUT] if data else []  # fmt: skip
-    reports = _gate(artifact, variants, [*gate_cases, *heldout_cases], say)
+    reports = _gate(artifact, variants, [*gate_cases, *heldout_cases], kinds, say)
     metrics["variants"] = variants
     return VariantsResult(variants, precisions, Stage(name="quantize", params=params, metrics=metrics), reports)
 
@@ -140,15 +144,16 @@ def _calibration(
 
 
 def _single(
-    artifact: Path, base: Path, request: QuantizeRequest, data: CalibrationSet | None, refs: list, say: ProgressFn
-) -> tuple[dict[str, str], dict[str, Any]]:
+    artifact: Path, base: Path, request: QuantizeRequest, data: CalibrationSet | None, refs: list,
+    kinds: Mapping[str, str], say: ProgressFn,
+) -> tuple[dict[str, str], dict[str, Any]]:  # fmt: skip
     options = QuantizeOptions(mode=request.mode, calibration=request.calibration)
     say(f"quantizing ({request.mode})")
     result = quantize_model(base, artifact / variant_file(request.mode), options, data.calibration if data else ())
     targets = request.variant_targets()
     metrics: dict[str, Any] = {"result": result.summary()}
     if data is not None and data.heldout:
-        fid = {t: _heldout_fidelity(result.path, t, data.heldout, refs) for t in targets}
+        fid = {t: _heldout_fidelity(result.path, t, data.heldout, refs, kinds) for t in targets}
         metrics["heldout_fidelity"] = fid
         goal = request.goal
         for t, m in fid.items():
@@ -162,13 +167,13 @@ def _single(
 
 def _auto(
     artifact: Path, base: Path, work: Path, request: QuantizeRequest, data: CalibrationSet | None, refs: list,
-    say: ProgressFn,
+    kinds: Mapping[str, str], say: ProgressFn,
 ) -> tuple[dict[str, str], dict[str, Any]]:  # fmt: skip
     from edgekit.converters.auto_quant import AutoOptions, auto_quantize, keep_files
 
     assert data is not None and request.goal is not None  # checked by QuantizeRequest
     targets = tuple(request.variant_targets())
-    options = AutoOptions(fidelity=request.goal, targets=targets, calibration=request.calibration)
+    options = AutoOptions(fidelity=request.goal, targets=targets, calibration=request.calibration, output_kinds=kinds)
     result = auto_quantize(base, work, data, refs, latency_feeds(data), options, say)
     variants = keep_files(result, artifact, base.name)
     metrics = {"goal": str(request.goal), "chosen": result.chosen, "candidates": result.candidates}
@@ -181,14 +186,18 @@ def latency_feeds(data: CalibrationSet) -> Feeds:
     return max(samples, key=lambda f: sum(v.size for v in f.values()))
 
 
-def _heldout_fidelity(path: Path, target: str, heldout: Sequence[Feeds], refs: Sequence[dict]) -> dict[str, float]:
+def _heldout_fidelity(
+    path: Path, target: str, heldout: Sequence[Feeds], refs: Sequence[dict], kinds: Mapping[str, str]
+) -> dict[str, float]:
     from edgekit.api import load, model_ref
 
     with load(model_ref(path), target=target) as session:
-        return fidelity_metrics(refs, run_all(session.run, heldout))
+        return fidelity_metrics(refs, run_all(session.run, heldout), kinds)
 
 
-def _gate(artifact: Path, variants: Mapping[str, str], cases: Sequence[Case], say: ProgressFn) -> dict:
+def _gate(
+    artifact: Path, variants: Mapping[str, str], cases: Sequence[Case], kinds: Mapping[str, str], say: ProgressFn
+) -> dict:
     from edgekit.api import load, model_ref
 
     reports = {}
@@ -197,7 +206,7 @@ def _gate(artifact: Path, variants: Mapping[str, str], cases: Sequence[Case], sa
             continue  # the FP32 model passed the export gate on every target already
         say(f"validating {file} on {target}")
         with load(model_ref(artifact / file), target=target) as session:
-            report = check_session(session, cases)
+            report = check_session(session, cases, kinds)
         reports[f"{target}:{file}"] = report
         require_passed(report)
     return reports

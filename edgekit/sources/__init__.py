@@ -17,49 +17,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgekit.errors import SourceError
 from edgekit.sources.kinds import dir_kind, file_kind, names_factory
-
-if TYPE_CHECKING:
-    import torch
+from edgekit.sources.loaded import KINDS, TOKENIZER_FILES, LoadedSource
 
 __all__ = ["KINDS", "TOKENIZER_FILES", "LoadedSource", "bundled_minilm_dir", "load_source", "source_kind"]
 
-KINDS = ("python", "exported_program", "torchscript", "pickle", "huggingface", "sentence_transformers")
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "tokenizer.model",
-)
 _WRAPPER_CLASSES = ("TextModel", "TextModelWithTypes", "SentenceHead", "DenseLayer", "L2Normalize")
-
-
-@dataclass
-class LoadedSource:
-    """A loaded model and the facts about it that export, validation and the manifest need."""
-
-    module: torch.nn.Module
-    example_inputs: dict[str, torch.Tensor] | None
-    kind: str
-    ref: str
-    sha256: str | None
-    input_names: list[str]
-    output_names: list[str] | None = None
-    dynamic_dims: dict[str, dict[int, str]] | None = None
-    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
-    extra_files: dict[str, Path] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def bundled_minilm_dir() -> Path:

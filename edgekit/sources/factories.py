@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import SourceError
-from edgekit.sources import LoadedSource
 from edgekit.sources._util import describe, eval_mode, file_sha256
 from edgekit.sources.examples import named_examples
 from edgekit.sources.kinds import split_factory
+from edgekit.sources.loaded import LoadedSource
 
 if TYPE_CHECKING:
     import torch

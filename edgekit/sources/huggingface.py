@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import SourceError
-from edgekit.sources import TOKENIZER_FILES, LoadedSource
 from edgekit.sources._util import describe, weights_sha256
 from edgekit.sources.examples import forward_names
+from edgekit.sources.loaded import TOKENIZER_FILES, LoadedSource
 from edgekit.sources.wrappers import torch_classes
 
 if TYPE_CHECKING:
@@ -38,12 +38,18 @@ def text_source(
     kind: str,
     metadata: dict[str, Any],
     output_names: list[str] | None = None,
+    output_kinds: dict[str, str] | None = None,
 ) -> LoadedSource:
     """The LoadedSource for a text model behind ``wrapper``: random ordinary token ids, batch and seq axes,
-    the tokenizer files; without ``output_names``, the name of the model's first output."""
+    the tokenizer files; without ``output_names``, the name of the model's first output, which is a classifier's
+    scores when the model is a ``*For...Classification`` head."""
     names = forward_names(wrapper)
     id_range = _token_id_range(tokenizer_dir, _vocab_size(model))
     examples = _text_examples(names, id_range)
+    if output_names is None:
+        output_names = [_first_output_name(model, examples)]
+        if type(model).__name__.endswith("Classification"):
+            output_kinds = {output_names[0]: "classifier", **(output_kinds or {})}
     return LoadedSource(
         module=wrapper,
         example_inputs=examples,
@@ -51,11 +57,12 @@ def text_source(
         ref=str(path),
         sha256=weights_sha256(path),
         input_names=names,
-        output_names=[_first_output_name(model, examples)] if output_names is None else output_names,
+        output_names=output_names,
         dynamic_dims={name: dict(_TEXT_DIMS) for name in names},
         int_ranges=_text_int_ranges(names, id_range),
         extra_files=_tokenizer_files(tokenizer_dir),
         metadata=metadata,
+        output_kinds=dict(output_kinds or {}),
     )
 
 

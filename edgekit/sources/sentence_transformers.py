@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import SourceError
-from edgekit.sources import LoadedSource
 from edgekit.sources._util import describe, read_json
 from edgekit.sources.huggingface import hf_metadata, hf_model, text_source, text_wrapper
+from edgekit.sources.loaded import LoadedSource
 from edgekit.sources.wrappers import torch_classes
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ def load_sentence_transformers(path: Path) -> LoadedSource:
         kind="sentence_transformers",
         metadata=metadata,
         output_names=["embedding"],
+        output_kinds={"embedding": "embedding"},
     )
 
 
