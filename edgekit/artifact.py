@@ -250,3 +250,28 @@ def find_model(path: Path) -> tuple[Path, Manifest | None]:
             raise ModelFormatError(f"no model in directory {path} (expected {MANIFEST_NAME} or one .onnx file)")
         raise ModelFormatError(f"several .onnx files in {path}; name one of them")
     return path, None
+
+
+def describe_model(path: Path) -> dict[str, Any]:
+    """What ``edgekit inspect`` shows: the ONNX model's facts, and for an artifact what its manifest records.
+
+    An artifact's model was checked when it was written and :func:`find_model` verifies its hash, so the slow
+    ONNX checker runs only on a bare file.
+    """
+    from edgekit.onnxfile import model_summary, read_onnx
+
+    onnx_path, manifest = find_model(Path(path))
+    summary = model_summary(read_onnx(onnx_path, check=manifest is None), onnx_path)
+    if manifest is not None:
+        summary["manifest"] = {
+            "source": manifest.source.model_dump(),
+            "created": manifest.created,
+            "edgekit_version": manifest.edgekit_version,
+            "stages": [s.name for s in manifest.stages],
+            "validation": {
+                t: {"passed": r["passed"], "precision": r["precision"], "min_cosine": r["min_cosine"]}
+                for t, r in manifest.validation.items()
+            },
+            "files": len(manifest.files),
+        }
+    return summary

@@ -67,6 +67,12 @@ class BackendError(EdgekitError, RuntimeError):
     """A runtime failed while compiling or running a model that passed input checks."""
 
 
+def one_line(exc: BaseException, limit: int = 1000) -> str:
+    """``exc``'s message on one line (its lines joined), so a CLI error or a report cell never spans rows."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return " ".join(lines)[:limit] if lines else type(exc).__name__
+
+
 __all__ = [
     "ArtifactError",
     "BackendError",

@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.errors import InputError
+from edgekit.errors import InputError, one_line
 
 Dim = int | str
 
@@ -166,6 +167,20 @@ def random_feeds(
         else:
             lo, hi = (int_range or {}).get(spec.name, (0, 100))
             feeds[spec.name] = rng.integers(lo, hi + 1, shape).astype(dtype)
+    return feeds
+
+
+def read_feed_files(files: Mapping[str, str | Path]) -> dict[str, np.ndarray]:
+    """Feeds from ``.npy`` files, one per input name; never unpickled, since a feed file is data, not code."""
+    feeds: dict[str, np.ndarray] = {}
+    for name, path in files.items():
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"input file not found: {p}")
+        try:
+            feeds[name] = np.load(p, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"cannot read {p} as a .npy array: {one_line(exc)}") from exc
     return feeds
 
 

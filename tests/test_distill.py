@@ -354,13 +354,7 @@ def student():
 def student3():
     return _mlp(8, 3, 1)
 """
-LAUNCH = (
-    "from edgekit.cli import app\n"
-    "from edgekit.distill_cli import register\n"
-    "if 'distill' not in {c.name or c.callback.__name__ for c in app.registered_commands}:\n"
-    "    register(app)\n"
-    "app(prog_name='edgekit')\n"
-)
+LAUNCH = "from edgekit.cli import app\napp(prog_name='edgekit')\n"
 
 
 @pytest.fixture
@@ -391,11 +385,8 @@ def test_cli_distills_and_saves_a_loadable_state_dict(cli_files: Path) -> None:
 
 
 def _app() -> typer.Typer:
-    from edgekit.distill_cli import register
+    from edgekit.cli import app
 
-    app = typer.Typer()
-    app.callback()(lambda: None)
-    register(app)
     return app
 
 

@@ -7,7 +7,7 @@ including how close the compressed model stays to the original on the same input
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +58,36 @@ class CompressRequest:
     @property
     def active(self) -> bool:
         return self.prune is not None or self.prune_until is not None or self.distill_data is not None
+
+
+def default_prune_target(targets: Sequence[str]) -> str:
+    """Where ``--prune-until`` times the model: the first runtime it is converted for, else ONNX Runtime."""
+    return targets[0] if targets else "onnxruntime"
+
+
+def compress_request(
+    *,
+    prune: float | None = None,
+    prune_until: str | None = None,
+    prune_kind: str = "structured",
+    prune_heads: float | None = None,
+    prune_importance: str = "l1",
+    distill_data: str | Path | None = None,
+    distill_epochs: int = 3,
+    distill_steps: int | None = None,
+    distill_loss: str | None = None,
+    distill_lr: float = 1e-4,
+    targets: Sequence[str] = (),
+) -> CompressRequest:
+    """The torch-side stages ``convert``'s flags ask for, checked now so bad flags fail before any loading.
+
+    ``targets`` are the runtimes the model is converted for; a latency budget is met on the first of them.
+    """
+    return CompressRequest(
+        prune=prune, prune_until=prune_until, prune_kind=prune_kind, prune_heads=prune_heads,
+        prune_importance=prune_importance, prune_target=default_prune_target(targets), distill_data=distill_data,
+        distill_epochs=distill_epochs, distill_steps=distill_steps, distill_loss=distill_loss, distill_lr=distill_lr,
+    )  # fmt: skip
 
 
 def compress(src: LoadedSource, request: CompressRequest, say: ProgressFn) -> tuple[LoadedSource, list[Stage]]:

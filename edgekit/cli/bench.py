@@ -1,4 +1,4 @@
-"""The ``edgekit bench`` command. Light at import (typer only): the work happens in ``edgekit.benchmark``.
+"""``edgekit bench``: time models on every target; the measuring happens in :mod:`edgekit.benchmark`.
 
 Exit codes follow the rest of the CLI: 2 for bad usage (checked before anything is measured), 1 when any
 target failed to load or run (its row says why; the others are still measured and reported), else 0.
@@ -6,43 +6,18 @@ target failed to load or run (its row says why; the others are still measured an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from edgekit.cli._common import err, out
+
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from edgekit.benchmark.results import BenchReport
-
-
-def _check_output(path: Path | None, what: str) -> None:
-    from edgekit.errors import OutputError
-
-    if path is None:
-        return
-    if path.is_dir():
-        raise OutputError(f"{what} path is a directory: {path}")
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {what} {path}: {parent} is not a directory")
-
-
-def _print(report: BenchReport) -> None:
-    from edgekit.benchmark.report import tables, warning_lines
-    from edgekit.cli import err, out
-
-    for item in tables(report, with_warnings=False):
-        out.print(item)
-    for line in warning_lines(report):
-        err.print(line, soft_wrap=True)
-
-
-def _failure_line(report: BenchReport) -> str:
-    parts = [f"{r.model_name} on {r.target}: {r.to_dict()['error']}" for r in report.failed]
-    return f"{len(report.failed)} of {len(report.results)} measurements failed: " + "; ".join(parts)
-
 
 _HELP = {
     "models": "Artifact directories or .onnx files.",
@@ -86,45 +61,69 @@ def bench_command(
     plot_path: Annotated[_OptPath, typer.Option("--plot", help=_HELP["plot"])] = None,
 ) -> None:
     """Time models on every target: latency, cold start, memory and fidelity, each target in its own process."""
-    from edgekit.cli import _errors, err, out
+    import importlib.util
 
-    with _errors():
-        import importlib.util
+    from edgekit.benchmark import bench
+    from edgekit.benchmark.plan import parse_batches
+    from edgekit.errors import BackendError, RuntimeUnavailableError
 
-        from edgekit.benchmark import bench
-        from edgekit.benchmark.plan import parse_batches
-        from edgekit.errors import RuntimeUnavailableError
+    for path, what in ((json_path, "JSON"), (csv_path, "CSV"), (markdown_path, "Markdown"), (plot_path, "plot")):
+        _check_output(path, what)
+    if plot_path is not None and importlib.util.find_spec("matplotlib") is None:
+        raise RuntimeUnavailableError("--plot needs matplotlib: pip install 'edgekit[plot]'")
+    batches = parse_batches(batch) if batch is not None else None
+    with _progress(err) as progress:
+        report = bench(
+            models, target or None, shapes=shape, batches=batches, threads=threads, precision=precision,
+            iterations=iterations, duration=duration, warmup=warmup, mode=mode, baseline=baseline,
+            rounds=rounds, progress=progress,
+        )  # fmt: skip
+    _print_report(report)
+    writers = ((json_path, report.write_json), (csv_path, report.write_csv),
+               (markdown_path, report.write_markdown), (plot_path, report.write_plot))  # fmt: skip
+    for path, write in writers:
+        if path is not None:
+            out.print(f"wrote {write(path)}")
+    if report.failed:
+        raise BackendError(_failure_line(report))
 
-        for path, what in ((json_path, "JSON"), (csv_path, "CSV"), (markdown_path, "Markdown"), (plot_path, "plot")):
-            _check_output(path, what)
-        if plot_path is not None and importlib.util.find_spec("matplotlib") is None:
-            raise RuntimeUnavailableError("--plot needs matplotlib: pip install 'edgekit[plot]'")
-        batches = parse_batches(batch) if batch is not None else None
-        with _progress(err) as progress:
-            report = bench(
-                models, target or None, shapes=shape, batches=batches, threads=threads, precision=precision,
-                iterations=iterations, duration=duration, warmup=warmup, mode=mode, baseline=baseline,
-                rounds=rounds, progress=progress,
-            )  # fmt: skip
-        _print(report)
-        writers = ((json_path, report.write_json), (csv_path, report.write_csv),
-                   (markdown_path, report.write_markdown), (plot_path, report.write_plot))  # fmt: skip
-        for path, write in writers:
-            if path is not None:
-                out.print(f"wrote {write(path)}")
-        if report.failed:
-            from edgekit.errors import BackendError
 
-            raise BackendError(_failure_line(report))
+def _check_output(path: Path | None, what: str) -> None:
+    """Fail on an unwritable report path now, not after minutes of measuring."""
+    from edgekit.errors import OutputError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise OutputError(f"{what} path is a directory: {path}")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {what} {path}: {parent} is not a directory")
+
+
+def _print_report(report: BenchReport) -> None:
+    from edgekit.benchmark.report import tables, warning_lines
+
+    for item in tables(report, with_warnings=False):
+        out.print(item)
+    for line in warning_lines(report):
+        err.print(line, soft_wrap=True)
+
+
+def _failure_line(report: BenchReport) -> str:
+    parts = [f"{r.model_name} on {r.target}: {r.to_dict()['error']}" for r in report.failed]
+    return f"{len(report.failed)} of {len(report.results)} measurements failed: " + "; ".join(parts)
 
 
 class _progress:
     """A rich progress bar on stderr while the worker processes run (drawn only on a terminal)."""
 
-    def __init__(self, console: Any) -> None:
+    def __init__(self, console: Console) -> None:
         self.console = console
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Callable[[int, int, str], None]:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.bar = Progress(
@@ -141,8 +140,3 @@ class _progress:
 
     def __exit__(self, *exc: object) -> None:
         self.bar.__exit__(None, None, None)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``bench`` to the ``edgekit`` Typer app."""
-    app.command("bench")(bench_command)

@@ -1,0 +1,141 @@
+"""``edgekit convert``: a PyTorch model (or an ONNX file) to a validated artifact, optionally compressed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from edgekit.cli._common import out, print_json, shape_text, status
+
+if TYPE_CHECKING:
+    from edgekit.artifact import Manifest, Stage
+
+
+def convert_command(
+    source: Annotated[
+        str, typer.Argument(help="file.py:function, package.module:function, .pt2, .pt, a model dir, or model.onnx")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Artifact directory to write.")],
+    inputs: Annotated[list[str], typer.Option("--input", help="Input spec NAME:DTYPE[DIM,...] (repeatable).")] = [],  # noqa: B006
+    dims: Annotated[list[str], typer.Option("--dim", help="Example size of a symbolic dim, NAME=SIZE.")] = [],  # noqa: B006
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    exporter: Annotated[str, typer.Option(help="auto, dynamo or torchscript.")] = "auto",
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Allow loading a pickled module (runs code).")
+    ] = False,
+    validate_target: Annotated[
+        list[str], typer.Option("--validate-target", help="Also validate on this runtime.")
+    ] = [],  # noqa: B006
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    quantize: Annotated[str, typer.Option(help="none, int8-dynamic, int8 (static QDQ), fp16 or auto.")] = "none",
+    calib_data: Annotated[
+        str | None, typer.Option("--calib-data", help="Calibration data: .npz/.npy, a directory of them, or text.")
+    ] = None,
+    calib_samples: Annotated[int, typer.Option("--calib-samples", help="At most this many calibration samples.")] = 200,
+    calibration: Annotated[str, typer.Option(help="Activation calibration: minmax, entropy or percentile.")] = "minmax",
+    fidelity: Annotated[
+        str | None, typer.Option(help='Fidelity target, e.g. "cosine>=0.99", "top1>=0.99", "max_abs<=1e-2".')
+    ] = None,
+    target: Annotated[
+        list[str], typer.Option("--target", help="Runtime to build and validate a variant for (repeatable).")
+    ] = [],  # noqa: B006
+    prune: Annotated[float | None, typer.Option(help="Prune this fraction (0-1) of channels/neurons/heads.")] = None,
+    prune_until: Annotated[
+        str | None, typer.Option("--prune-until", help='Prune in steps until e.g. "latency<=6ms" on --target.')
+    ] = None,
+    prune_kind: Annotated[str, typer.Option("--prune-kind", help="structured, unstructured or 2:4.")] = "structured",
+    prune_heads: Annotated[
+        float | None, typer.Option("--prune-heads", help="Fraction of attention heads (default: --prune).")
+    ] = None,
+    prune_importance: Annotated[str, typer.Option("--prune-importance", help="l1, l2 or taylor.")] = "l1",
+    distill_data: Annotated[
+        str | None, typer.Option("--distill-data", help="Distill the pruned model from the original on this data.")
+    ] = None,
+    distill_epochs: Annotated[int, typer.Option("--distill-epochs", help="Distillation epochs.")] = 3,
+    distill_steps: Annotated[
+        int | None, typer.Option("--distill-steps", help="Distillation steps (overrides epochs).")
+    ] = None,
+    distill_loss: Annotated[
+        str | None,
+        typer.Option("--distill-loss", help="kl, mse or cosine (default: kl for logits, cosine for embeddings)."),
+    ] = None,
+    distill_lr: Annotated[float, typer.Option("--distill-lr", help="Distillation learning rate.")] = 1e-4,
+) -> None:
+    """Export a PyTorch model (or take an ONNX model) to a validated artifact, optionally quantized per target."""
+    from edgekit.converters.compress import compress_request
+    from edgekit.converters.pipeline import convert
+    from edgekit.specs import parse_dim_sizes, parse_spec
+
+    specs = [parse_spec(s) for s in inputs]
+    sizes = parse_dim_sizes(dims)
+    shrink = compress_request(
+        prune=prune, prune_until=prune_until, prune_kind=prune_kind, prune_heads=prune_heads,
+        prune_importance=prune_importance, distill_data=distill_data, distill_epochs=distill_epochs,
+        distill_steps=distill_steps, distill_loss=distill_loss, distill_lr=distill_lr, targets=target,
+    )  # fmt: skip
+    with status("converting", enabled=not json_out) as say:
+        manifest = convert(
+            source, output, input_specs=specs, dim_sizes=sizes, opset=opset, exporter=exporter,
+            allow_pickle=allow_pickle, validate_targets=validate_target, force=force, progress=say,
+            quantize=quantize, calib_data=calib_data, calib_samples=calib_samples, calibration=calibration,
+            fidelity=fidelity, targets=target, compress=shrink,
+        )  # fmt: skip
+    if json_out:
+        print_json(manifest.model_dump())
+        return
+    _print_convert_summary(manifest, output)
+
+
+def _print_convert_summary(manifest: Manifest, output: Path) -> None:
+    export = next((s for s in manifest.stages if s.name == "export"), None)
+    how = f"exporter {export.params['exporter']}" if export else f"from {manifest.source.kind}"
+    out.print(f"[green]wrote[/green] {output}  ({how}, opset {manifest.opset})")
+    io = Table(title="inputs / outputs")
+    for col in ("", "name", "dtype", "shape"):
+        io.add_column(col)
+    for kind, specs in (("in", manifest.inputs), ("out", manifest.outputs)):
+        for s in specs:
+            io.add_row(kind, s["name"], s["dtype"], shape_text(s["shape"]))
+    out.print(io)
+    val = Table(title="validation against torch")
+    for col in ("target", "precision", "min cosine", "max abs err", "cases", "result"):
+        val.add_column(col)
+    for t, r in manifest.validation.items():
+        val.add_row(
+            t, r["precision"], f"{r['min_cosine']:.6f}", f"{r['max_abs']:.3g}", str(len(r["cases"])),
+            "[green]pass[/green]" if r["passed"] else "[red]fail[/red]",
+        )  # fmt: skip
+    out.print(val)
+    for note in export.metrics.get("notes", []) if export else []:
+        out.print(f"note: {note}")
+    quant = next((s for s in manifest.stages if s.name == "quantize"), None)
+    if quant is not None:
+        _print_variants(manifest, quant)
+
+
+def _print_variants(manifest: Manifest, stage: Stage) -> None:
+    """Each target's model, and for ``auto`` every candidate with its fidelity and latency."""
+    table = Table(title="variants")
+    for col in ("target", "file", "precision"):
+        table.add_column(col)
+    for t, f in manifest.variants.items():
+        table.add_row(t, f, manifest.variant_precisions.get(f, "-"))
+    out.print(table)
+    rows = stage.metrics.get("candidates", [])
+    if not rows:
+        return
+    cand = Table(title=f"auto candidates (goal {stage.metrics.get('goal')})")
+    for col in ("target", "scheme", "kept float", "cosine", "min cosine", "meets", "p50 ms", "vs fp32", "chosen"):
+        cand.add_column(col)
+    for r in rows:
+        f = r["fidelity"]
+        cand.add_row(
+            r["target"], r["scheme"], str(len(r["excluded_nodes"])), f"{f.get('cosine', float('nan')):.5f}",
+            f"{f.get('min_cosine', float('nan')):.5f}", "yes" if r["meets"] else "no",
+            f"{r['latency']['p50_ms']:.2f}", f"{r['speedup_vs_fp32']:.2f}x", "*" if r.get("chosen") else "",
+        )  # fmt: skip
+    out.print(cand)
