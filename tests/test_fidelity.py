@@ -182,3 +182,14 @@ def _cases(source: Any) -> list[Case]:
 
     plan = plan_io(source, ExportOptions())
     return build_cases(source.module, plan.inputs, [o.name for o in plan.outputs], plan.example, plan.dim_sizes, {})
+
+
+def test_convert_and_bench_read_the_same_output_kinds(tmp_path: Path, mlp_onnx) -> None:
+    """An output marked as an embedding gets no top-1 in bench; the same output left alone is a classifier."""
+    marked, plain = tmp_path / "marked", tmp_path / "plain"
+    assert edgekit.convert(mlp_onnx.path, marked, kinds={"y": "embedding"}).output_kinds == {"y": "embedding"}
+    assert edgekit.convert(mlp_onnx.path, plain).output_kinds == {"y": "classifier"}
+    report = edgekit.bench([marked, plain], "onnxruntime", iterations=5, duration=0.0, warmup=0.0, rounds=1,
+                           cold_start=False)  # fmt: skip
+    top1 = {Path(r.model).name: r.fidelity["top1_agreement"] for r in report.results}
+    assert top1 == {"marked": None, "plain": 1.0}

@@ -129,6 +129,12 @@ def test_explicit_mode_with_an_unmet_fidelity_target_fails_the_gate(tmp_path, ml
         (["--quantize", "int8", "--calib-data", "{dtypes}"], "expected dtype float32"),
         (["--quantize", "int8", "--calib-data", "{empty}"], "empty"),
         (["--calib-data", "{npz}"], "need --quantize"),
+        (
+            ["--quantize", "int8-dynamic", "--fidelity", "top1>=0.9", "--output-kind", "y=embedding"],
+            "needs a classifier output",
+        ),
+        (["--output-kind", "y=vector"], "bad output kind"),
+        (["--output-kind", "nope=embedding"], "names output 'nope'"),
     ],
 )
 def test_bad_quantize_input_is_one_line_exit_2(tmp_path, mlp_onnx, extra, needle):

@@ -38,8 +38,15 @@ def convert_command(
     calib_samples: Annotated[int, typer.Option("--calib-samples", help="At most this many calibration samples.")] = 200,
     calibration: Annotated[str, typer.Option(help="Activation calibration: minmax, entropy or percentile.")] = "minmax",
     fidelity: Annotated[
-        str | None, typer.Option(help='Fidelity target, e.g. "cosine>=0.99", "top1>=0.99", "max_abs<=1e-2".')
+        str | None,
+        typer.Option(help='Fidelity target, e.g. "cosine>=0.99", "rel_l2<=0.05", "top1>=0.99" (classifiers).'),
     ] = None,
+    output_kind: Annotated[
+        list[str],
+        typer.Option(
+            "--output-kind", help="NAME=classifier|embedding|tensor: what an output is (top-1 needs a classifier)."
+        ),
+    ] = [],  # noqa: B006
     target: Annotated[
         list[str], typer.Option("--target", help="Runtime to build and validate a variant for (repeatable).")
     ] = [],  # noqa: B006
@@ -68,10 +75,12 @@ def convert_command(
     """Export a PyTorch model (or take an ONNX model) to a validated artifact, optionally quantized per target."""
     from edgekit.converters.compress import compress_request
     from edgekit.converters.pipeline import convert
+    from edgekit.fidelity import parse_output_kinds
     from edgekit.specs import parse_dim_sizes, parse_spec
 
     specs = [parse_spec(s) for s in inputs]
     sizes = parse_dim_sizes(dims)
+    kinds = parse_output_kinds(output_kind)
     shrink = compress_request(
         prune=prune, prune_until=prune_until, prune_kind=prune_kind, prune_heads=prune_heads,
         prune_importance=prune_importance, distill_data=distill_data, distill_epochs=distill_epochs,
@@ -82,7 +91,7 @@ def convert_command(
             source, output, input_specs=specs, dim_sizes=sizes, opset=opset, exporter=exporter,
             allow_pickle=allow_pickle, validate_targets=validate_target, force=force, progress=say,
             quantize=quantize, calib_data=calib_data, calib_samples=calib_samples, calibration=calibration,
-            fidelity=fidelity, targets=target, compress=shrink,
+            fidelity=fidelity, targets=target, compress=shrink, kinds=kinds,
         )  # fmt: skip
     if json_out:
         print_json(manifest.model_dump())

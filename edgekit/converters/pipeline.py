@@ -97,7 +97,7 @@ def convert(
             src, compress_stages = compress_source(src, compress, say)
         say("probing dynamic dims")
         plan = plan_io(src, options)
-        out_kinds = output_kinds(plan.outputs, src.output_kinds, kinds)
+        out_kinds = _checked_kinds(plan.outputs, src.output_kinds, kinds, request)
         cases = build_cases(
             src.module, plan.inputs, [o.name for o in plan.outputs], plan.example, plan.dim_sizes, plan.int_ranges
         )
@@ -190,6 +190,17 @@ def _check_target(path: Path, plan: IOPlan, target: str, cases: list[Case], kind
             return TargetReport(target, info.precision, TOLERANCES["fp32"], passed=False, failure=str(exc))
 
 
+def _checked_kinds(
+    outputs: Sequence[TensorSpec], declared: Mapping[str, str], requested: Mapping[str, str] | None,
+    request: QuantizeRequest,
+) -> dict[str, str]:  # fmt: skip
+    """Every output's kind; a fidelity goal that cannot apply to them (top1 without a classifier) fails now."""
+    kinds = output_kinds(outputs, declared, requested)
+    if request.goal is not None:
+        request.goal.check_applies(kinds)
+    return dict(kinds)
+
+
 def _remove_model_files(path: Path) -> None:
     for p in path.parent.glob(path.name + "*"):
         p.unlink()
@@ -204,7 +215,7 @@ def _convert_onnx(
     from edgekit.onnxfile import precision_of, read_onnx
 
     src = load_onnx_source(path)
-    out_kinds = output_kinds(src.outputs, None, kinds)
+    out_kinds = _checked_kinds(src.outputs, {}, kinds, request)
     with staging_dir(out, force=force) as tmp:
         model = tmp / MODEL_NAME
         copy_model(src, model)
