@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from edgekit._version import __version__
 from edgekit.errors import ArtifactError, ModelFormatError, OutputError
 from edgekit.specs import TensorSpec
 
@@ -178,8 +179,6 @@ def write_manifest(directory: Path, manifest: Manifest) -> Manifest:
             files[p.relative_to(directory).as_posix()] = sha256_of(p)
     manifest = manifest.model_copy(update={"files": files})
     if not manifest.edgekit_version:
-        from edgekit import __version__
-
         manifest = manifest.model_copy(update={"edgekit_version": __version__})
     if not manifest.created:
         manifest = manifest.model_copy(update={"created": now_iso()})

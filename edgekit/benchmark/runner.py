@@ -300,7 +300,7 @@ def run_bench(
     progress: ProgressFn | None = None,
 ) -> BenchReport:
     """Plan (failing fast on bad usage), measure, and assemble the report."""
-    import edgekit
+    from edgekit._version import __version__
     from edgekit.artifact import now_iso
 
     names = resolve_targets(targets)
@@ -326,7 +326,7 @@ def run_bench(
             )
     return BenchReport(
         created=now_iso(),
-        edgekit_version=edgekit.__version__,
+        edgekit_version=__version__,
         parent_pid=os.getpid(),
         method=method_facts(config),
         machine=machine_facts(),
