@@ -1,4 +1,4 @@
-"""The Session contract every runtime implements, and the one feed check they all share.
+"""The Session contract every runtime implements; the one feed check they all share is in :mod:`edgekit.specs`.
 
 The shape follows Polygraphy's runners: the base validates inputs once, then calls the backend's own
 ``_infer``; loading and closing are explicit. Feed validation is precompiled per input so it costs a few
@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edgekit.errors import FeedError, InputError
-from edgekit.specs import TensorSpec
+from edgekit.errors import InputError
+from edgekit.specs import TensorSpec, compile_feed_checks, validate_feeds
 
 
 @dataclass(frozen=True)
@@ -70,65 +70,6 @@ class SessionInfo:
         }
 
 
-@dataclass(frozen=True)
-class _InputCheck:
-    name: str
-    dtype: np.dtype
-    rank: int
-    fixed: tuple[tuple[int, int], ...]  # (axis, size)
-    symbolic: tuple[tuple[int, str], ...]  # (axis, symbol)
-    spec: TensorSpec
-
-
-def _compile_checks(specs: tuple[TensorSpec, ...]) -> tuple[_InputCheck, ...]:
-    checks = []
-    for s in specs:
-        dtype = np.dtype("float32") if s.dtype == "bfloat16" else np.dtype(s.dtype)
-        fixed = tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, int))
-        symbolic = tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, str))
-        checks.append(_InputCheck(s.name, dtype, s.rank, fixed, symbolic, s))
-    return tuple(checks)
-
-
-def validate_feeds(checks: tuple[_InputCheck, ...], names: frozenset[str], feeds: Mapping[str, Any]) -> None:
-    """Raise :class:`FeedError` naming the input and its expected spec when ``feeds`` does not fit."""
-    if feeds.keys() != names:
-        missing = sorted(names - feeds.keys())
-        unknown = sorted(set(feeds.keys()) - names)
-        expected = "; ".join(c.spec.describe() for c in checks)
-        if unknown:
-            raise FeedError(f"unknown input {unknown[0]!r}; the model's inputs are: {expected}")
-        raise FeedError(f"missing input {missing[0]!r}; the model's inputs are: {expected}")
-    seen: dict[str, tuple[int, str]] = {}
-    for c in checks:
-        value = feeds[c.name]
-        if not isinstance(value, np.ndarray):
-            raise FeedError(
-                f"input {c.name!r}: expected a numpy array ({c.spec.describe()}), got {type(value).__name__}"
-            )
-        if value.dtype != c.dtype:
-            raise FeedError(
-                f"input {c.name!r}: expected dtype {c.dtype.name}, got {value.dtype.name} ({c.spec.describe()})"
-            )
-        shape = value.shape
-        if len(shape) != c.rank:
-            raise FeedError(f"input {c.name!r}: expected rank {c.rank}, got shape {list(shape)} ({c.spec.describe()})")
-        for axis, size in c.fixed:
-            if shape[axis] != size:
-                raise FeedError(
-                    f"input {c.name!r}: dim {axis} must be {size}, got shape {list(shape)} ({c.spec.describe()})"
-                )
-        for axis, sym in c.symbolic:
-            size = shape[axis]
-            if size == 0:
-                raise FeedError(f"input {c.name!r}: dim {axis} ({sym}) is empty, got shape {list(shape)}")
-            prev = seen.get(sym)
-            if prev is None:
-                seen[sym] = (size, c.name)
-            elif prev[0] != size:
-                raise FeedError(f"input {c.name!r}: dim {sym!r} is {size} but input {prev[1]!r} has {sym}={prev[0]}")
-
-
 class Session(ABC):
     """A loaded model on one runtime. ``run`` validates feeds, then calls the backend's ``_infer``."""
 
@@ -139,7 +80,7 @@ class Session(ABC):
         self.config = config
         self.inputs: list[TensorSpec] = list(model.inputs)
         self.outputs: list[TensorSpec] = list(model.outputs)
-        self._checks = _compile_checks(model.inputs)
+        self._checks = compile_feed_checks(model.inputs)
         self._names = frozenset(s.name for s in model.inputs)
         self._closed = False
         self._load()
