@@ -8,6 +8,12 @@ returns: 2 for bad input, usage or a missing runtime; 1 when a gate (validation,
 from __future__ import annotations
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``: what a wrapped library error adds to one of ours, without its trace."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 class EdgekitError(Exception):
     """Root of every error edgekit raises on purpose."""
 
@@ -80,4 +86,5 @@ __all__ = [
     "SourceError",
     "UnknownTargetError",
     "ValidationError",
+    "one_line",
 ]
