@@ -5,6 +5,10 @@ register a ``Session`` subclass under the ``edgekit.runtimes`` entry-point group
 
     [project.entry-points."edgekit.runtimes"]
     mybackend = "mypkg.edgekit_backend:MySession"
+
+What a runtime can do (device kinds, compile cache, throughput options) is declared on its Session class as
+``capabilities`` and read with :func:`runtime_capabilities`. :data:`DEFAULT_TARGET` is the runtime every
+install has: the default of ``edgekit.load`` and the reference that conversions are gated on first.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 from edgekit.errors import RuntimeUnavailableError, UnknownTargetError
 
 if TYPE_CHECKING:
-    from edgekit.runtimes.base import Session
+    from edgekit.runtimes.base import RuntimeCapabilities, Session
 
 ENTRY_POINT_GROUP = "edgekit.runtimes"
+DEFAULT_TARGET = "onnxruntime"  # a base dependency: always installed, runs everywhere, the reference runtime
 
 
 @dataclass(frozen=True)
@@ -120,9 +125,21 @@ def runtime_entry(name: str) -> RuntimeEntry:
     raise UnknownTargetError(f"unknown target {name!r}; known targets: {known}")
 
 
-def available_targets() -> list[str]:
-    """Names of the runtimes whose packages are installed here (imports none of them)."""
-    return [r.name for r in registered_runtimes() if r.is_available()]
+def available_targets(device_kind: str | None = None) -> list[str]:
+    """Names of the runtimes whose packages are installed here; with ``device_kind`` (``cpu``, ``gpu``, ``npu``)
+    only those that can run on that kind of device.
+
+    Imports none of the runtimes' own packages; filtering by kind imports edgekit's light backend modules.
+    """
+    names = [r.name for r in registered_runtimes() if r.is_available()]
+    if device_kind is None:
+        return names
+    return [n for n in names if device_kind in runtime_capabilities(n).device_kinds]
+
+
+def runtime_capabilities(name: str) -> RuntimeCapabilities:
+    """What runtime ``name`` can do, from its Session class; its backend package is not imported."""
+    return session_class(name).capabilities
 
 
 def session_class(name: str) -> type[Session]:

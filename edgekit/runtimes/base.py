@@ -3,10 +3,16 @@
 The shape follows Polygraphy's runners: the base validates inputs once, then calls the backend's own
 ``_infer``; loading and closing are explicit. Feed validation is precompiled per input so it costs a few
 microseconds per call (``benchmarks/overhead.py`` measures it against the bare backend call).
+
+A runtime also declares what it can do (:class:`RuntimeCapabilities`: device kinds, compile cache, the
+options that suit throughput) and may override :meth:`Session.run_throughput` with its own asynchronous
+API, so callers such as the benchmark decide by capability and never by comparing target names.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,9 +52,41 @@ class ModelRef:
     manifest: Mapping[str, Any] | None = None
 
 
+DEVICE_KINDS = ("cpu", "gpu", "npu")
+
+
+def device_kind_of(device: str) -> str:
+    """The kind (``cpu``, ``gpu``, ``npu``) of a device as a runtime names it (``CPU``, ``GPU.1``, ``cuda:0``)."""
+    name = device.strip().lower()
+    if name.startswith(("gpu", "cuda", "tensorrt", "rocm", "dml")):
+        return "gpu"
+    if name.startswith("npu"):
+        return "npu"
+    return "cpu"
+
+
+@dataclass(frozen=True)
+class RuntimeCapabilities:
+    """What a runtime can do, known before any model loads: callers decide by these, not by target name."""
+
+    device_kinds: tuple[str, ...] = ("cpu",)  # the kinds of device it can run on, first the one it uses by default
+    compile_cache: str | None = None  # what its compile cache is called ("OpenVINO CACHE_DIR"); None: none
+    caches_by_default: bool = False  # writes a persistent cache even when no cache_dir is given (TensorRT)
+    throughput_options: Mapping[str, Any] = field(default_factory=dict)  # load options that suit throughput
+
+    @property
+    def has_compile_cache(self) -> bool:
+        """A second load of the same model can be faster than the first: cold and warm start differ."""
+        return self.compile_cache is not None
+
+
 @dataclass(frozen=True)
 class SessionInfo:
-    """Facts about a live session, for reports: what actually runs, not what was asked."""
+    """Facts about a live session, for reports: what actually runs, not what was asked.
+
+    ``threads`` is the intra-op thread count read back from the runtime (``None`` where the notion does not
+    apply, e.g. a GPU engine); ``device_kind`` is ``cpu``, ``gpu`` or ``npu``.
+    """
 
     target: str
     device: str
@@ -57,11 +95,13 @@ class SessionInfo:
     providers: tuple[str, ...] = ()
     threads: int | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    device_kind: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "target": self.target,
             "device": self.device,
+            "device_kind": self.device_kind,
             "precision": self.precision,
             "backend_version": self.backend_version,
             "providers": list(self.providers),
@@ -70,10 +110,26 @@ class SessionInfo:
         }
 
 
+@dataclass(frozen=True)
+class ThroughputRun:
+    """What :meth:`Session.run_throughput` did: per-request latencies, wall time, and how requests were issued."""
+
+    latencies_ns: list[int]
+    elapsed_s: float
+    api: str  # "synchronous loop (one request at a time)", "openvino AsyncInferQueue", ...
+    requests_in_flight: int
+    details: Mapping[str, Any] = field(default_factory=dict)  # backend facts such as the number of streams
+
+    def facts(self) -> dict[str, Any]:
+        """``api``, ``infer_requests`` and the backend's details, as a report records them."""
+        return {"api": self.api, "infer_requests": self.requests_in_flight, **self.details}
+
+
 class Session(ABC):
     """A loaded model on one runtime. ``run`` validates feeds, then calls the backend's ``_infer``."""
 
     target: ClassVar[str] = ""
+    capabilities: ClassVar[RuntimeCapabilities] = RuntimeCapabilities()
 
     def __init__(self, model: ModelRef, config: SessionConfig) -> None:
         self.model = model
@@ -113,6 +169,31 @@ class Session(ABC):
             raise InputError(f"{self.target} session is closed")
         validate_feeds(self._checks, self._names, feeds)
         return self._infer(feeds)
+
+    def run_throughput(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        *,
+        min_requests: int,
+        min_seconds: float = 0.0,
+        max_requests: int | None = None,
+    ) -> ThroughputRun:
+        """Run ``feeds`` over and over until at least ``min_requests`` ran and ``min_seconds`` passed.
+
+        For items/s rather than single-stream latency. This default runs one request at a time through
+        :meth:`run`; a backend with an asynchronous API overrides it to keep several requests in flight.
+        ``max_requests`` caps the count (``None``: no cap beyond the two minimums).
+        """
+        run, clock = self.run, time.perf_counter_ns
+        cap = max_requests if max_requests is not None else sys.maxsize
+        samples: list[int] = []
+        begin = clock()
+        deadline = begin + int(min_seconds * 1e9)
+        while len(samples) < cap and (len(samples) < min_requests or clock() < deadline):
+            t0 = clock()
+            run(feeds)
+            samples.append(clock() - t0)
+        return ThroughputRun(samples, (clock() - begin) / 1e9, "synchronous loop (one request at a time)", 1)
 
     def validate(self, feeds: Mapping[str, Any]) -> None:
         """Check feeds without running them."""
