@@ -212,7 +212,7 @@ def plan_model(
     model: str | Path, shapes: Mapping[str, Sequence[int]], batches: Sequence[int] | None, config: BenchConfig
 ) -> ModelPlan:
     """Resolve one model and fit every requested batch to it."""
-    from edgekit.api import model_ref
+    from edgekit.runtimes.loading import model_ref
 
     path = Path(model)
     ref = model_ref(path)

@@ -77,7 +77,7 @@ def _import_runtime(target: str) -> None:
 
 
 def _open_session(req: Mapping[str, Any]) -> Runner:
-    from edgekit.api import load, model_ref
+    from edgekit.runtimes.loading import load, model_ref
 
     ref = model_ref(req["model"], req["target"])  # the variant this target runs best
     session = load(

@@ -87,7 +87,7 @@ class _Context:
         self.base, self.work, self.data, self.refs, self.opts, self.say = base, work, data, refs, opts, say
 
     def fidelity(self, path: Path, target: str) -> dict[str, float]:
-        from edgekit.api import load, model_ref
+        from edgekit.runtimes.loading import load, model_ref
 
         with load(model_ref(path), target=target) as session:
             return fidelity_metrics(self.refs, run_all(session.run, self.data.heldout))

@@ -79,7 +79,7 @@ def copy_tokenizer(src: OnnxSource, artifact: Path) -> None:
 
 def onnx_reference(path: Path) -> Callable[[Feeds], dict[str, np.ndarray]]:
     """Outputs of the FP32 model on ONNX Runtime's CPU provider: the reference for an ONNX source."""
-    from edgekit.api import load, model_ref
+    from edgekit.runtimes.loading import load, model_ref
 
     session = load(model_ref(path), target="onnxruntime")
     return lambda feeds: session.run(feeds)

@@ -182,14 +182,14 @@ def latency_feeds(data: CalibrationSet) -> Feeds:
 
 
 def _heldout_fidelity(path: Path, target: str, heldout: Sequence[Feeds], refs: Sequence[dict]) -> dict[str, float]:
-    from edgekit.api import load, model_ref
+    from edgekit.runtimes.loading import load, model_ref
 
     with load(model_ref(path), target=target) as session:
         return fidelity_metrics(refs, run_all(session.run, heldout))
 
 
 def _gate(artifact: Path, variants: Mapping[str, str], cases: Sequence[Case], say: ProgressFn) -> dict:
-    from edgekit.api import load, model_ref
+    from edgekit.runtimes.loading import load, model_ref
 
     reports = {}
     for target, file in variants.items():
