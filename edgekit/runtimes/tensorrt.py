@@ -29,7 +29,7 @@ import numpy as np
 
 from edgekit.errors import BackendError, FeedError, InputError, ModelFormatError, RuntimeUnavailableError
 from edgekit.runtimes import tensorrt_plan as plan
-from edgekit.runtimes.base import Session, SessionInfo
+from edgekit.runtimes.base import RuntimeCapabilities, Session, SessionInfo
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,10 @@ class TensorRTSession(Session):
     """A TensorRT engine on one NVIDIA GPU; inputs and outputs are copied between host and device per run."""
 
     target = "tensorrt"
+    # engines are cached under ~/.cache/edgekit/tensorrt unless cache_dir says elsewhere
+    capabilities = RuntimeCapabilities(
+        device_kinds=("gpu",), compile_cache="TensorRT plan cache", caches_by_default=True
+    )
 
     # -- load -----------------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -306,6 +310,7 @@ class TensorRTSession(Session):
         return SessionInfo(
             target=self.target,
             device=self._gpu_name,
+            device_kind="gpu",
             precision=plan.effective_precision(self.model.precision, self._flags),
             backend_version=str(self._trt.__version__),
             details={
