@@ -21,7 +21,6 @@ from edgekit.specs import DEFAULT_DIM_SIZES, TensorSpec
 MODES = ("latency", "throughput")
 BASELINES = ("torch",)
 FIDELITY_BATCH = 8  # samples compared per model: enough for a top-1 agreement to mean something
-CACHE_TARGETS = frozenset({"openvino", "tensorrt"})  # runtimes with a compile cache: cold and warm start differ
 
 
 @dataclass(frozen=True)

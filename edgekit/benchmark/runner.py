@@ -20,9 +20,11 @@ import numpy as np
 
 from edgekit.benchmark.facts import machine_facts, method_facts
 from edgekit.benchmark.fidelity import fidelity_metrics
-from edgekit.benchmark.plan import CACHE_TARGETS, BenchConfig, ModelPlan, plan_models, resolve_targets, torch_available
+from edgekit.benchmark.plan import BASELINES, BenchConfig, ModelPlan, plan_models, resolve_targets, torch_available
 from edgekit.benchmark.results import BenchReport, RoundResult, TargetResult
 from edgekit.benchmark.stats import HIGH_CV, paired_ratio
+from edgekit.runtimes import DEFAULT_TARGET, runtime_capabilities
+from edgekit.runtimes.base import RuntimeCapabilities
 from edgekit.specs import random_feeds
 
 ProgressFn = Callable[[int, int, str], None]  # (finished processes, total, what starts now)
@@ -103,10 +105,15 @@ def _round_from(answer: Mapping[str, Any], index: int) -> RoundResult:
     )
 
 
+def _capabilities(target: str) -> RuntimeCapabilities:
+    """A runtime's declared capabilities; a baseline (torch eager) has none of them."""
+    return RuntimeCapabilities() if target in BASELINES else runtime_capabilities(target)
+
+
 def _request(plan: ModelPlan, target: str, feeds: Path, config: BenchConfig, batch: int) -> dict[str, Any]:
     options = dict(config.target_options.get(target, {}))
-    if target == "openvino" and config.mode == "throughput":
-        options.setdefault("performance_hint", "THROUGHPUT")
+    if config.mode == "throughput":  # e.g. OpenVINO's THROUGHPUT hint, unless the caller set one
+        options = {**_capabilities(target).throughput_options, **options}
     return {
         "target": target,
         "model": str(plan.path),
@@ -127,7 +134,8 @@ def _request(plan: ModelPlan, target: str, feeds: Path, config: BenchConfig, bat
 
 
 def _build_rows(plans: list[ModelPlan], targets: list[str], config: BenchConfig, work: Path) -> list[_Row]:
-    """One row per (model, batch, target); TensorRT rows get a private plan cache so the user's stays untouched."""
+    """One row per (model, batch, target); a runtime that caches by default (TensorRT) gets a private cache dir,
+    so the user's cache is neither used nor filled."""
     rows: list[_Row] = []
     order = (["torch"] if config.baseline == "torch" else []) + targets
     for m, plan in enumerate(plans):
@@ -141,8 +149,8 @@ def _build_rows(plans: list[ModelPlan], targets: list[str], config: BenchConfig,
                     model_bytes=None if target == "torch" else plan.model_bytes,
                 )  # fmt: skip
                 row = _Row(result, plan, c, _request(plan, target, feeds, config, case.batch))
-                if target == "tensorrt":
-                    row.request["cache_dir"] = str(work / f"tensorrt_m{m}")
+                if _capabilities(target).caches_by_default:
+                    row.request["cache_dir"] = str(work / f"{target}_m{m}")
                 if config.fidelity and c == 0:
                     row.outputs_path = work / f"out_m{m}_{target}.npz"
                     row.request["fidelity_feeds"] = str(work / f"m{m}_fidelity.npz")
@@ -163,31 +171,32 @@ def _load_outputs(path: Path | None) -> dict[str, np.ndarray] | None:
 def _reference(
     plan: ModelPlan, rows: list[_Row], config: BenchConfig, spawn: _Spawner, work: Path, warnings: list[str]
 ) -> tuple[str, dict[str, np.ndarray]] | None:
-    """Reference outputs for one model: torch when it can be loaded, else ONNX Runtime as stored."""
+    """Reference outputs for one model: torch when it can be loaded, else the default runtime as stored."""
     mine = [r for r in rows if r.plan is plan and r.case == 0]
     by_target = {r.result.target: r for r in mine}
     if "torch" in by_target and by_target["torch"].outputs is not None:
         return "torch", by_target["torch"].outputs
+    default = DEFAULT_TARGET
     if "torch" in by_target:
-        warnings.append(f"{plan.name}: torch baseline failed, fidelity falls back to onnxruntime")
+        warnings.append(f"{plan.name}: torch baseline failed, fidelity falls back to {default}")
     elif plan.source and torch_available():
         answer, outputs = _outputs_only(plan, "torch", mine[0], spawn, work)
         if outputs is not None:
             return "torch", outputs
-        warnings.append(f"{plan.name}: torch reference unavailable ({answer.get('error')}); using onnxruntime")
-    ort = by_target.get("onnxruntime")
-    if ort is not None and ort.outputs is not None and config.precision is None:
-        return "onnxruntime", ort.outputs
+        warnings.append(f"{plan.name}: torch reference unavailable ({answer.get('error')}); using {default}")
+    row = by_target.get(default)
+    if row is not None and row.outputs is not None and config.precision is None:
+        return default, row.outputs
     from edgekit.runtimes import runtime_entry
 
-    if not runtime_entry("onnxruntime").is_available():
-        warnings.append(f"{plan.name}: no fidelity reference (neither torch nor onnxruntime could run it)")
+    if not runtime_entry(default).is_available():
+        warnings.append(f"{plan.name}: no fidelity reference (neither torch nor {default} could run it)")
         return None
-    answer, outputs = _outputs_only(plan, "onnxruntime", mine[0], spawn, work)
+    answer, outputs = _outputs_only(plan, default, mine[0], spawn, work)
     if outputs is None:
-        warnings.append(f"{plan.name}: no fidelity reference: onnxruntime failed ({answer.get('error')})")
+        warnings.append(f"{plan.name}: no fidelity reference: {default} failed ({answer.get('error')})")
         return None
-    return "onnxruntime", outputs
+    return default, outputs
 
 
 def _outputs_only(
@@ -222,7 +231,8 @@ def _run_rounds(rows: list[_Row], config: BenchConfig, spawn: _Spawner) -> None:
 
 
 def _cache_rows(rows: list[_Row]) -> list[_Row]:
-    return [r for r in rows if r.case == 0 and r.result.target in CACHE_TARGETS]
+    """Rows whose runtime has a compile cache: for those, cold and warm start are different numbers."""
+    return [r for r in rows if r.case == 0 and _capabilities(r.result.target).has_compile_cache]
 
 
 def _cache_starts(rows: list[_Row], spawn: _Spawner, work: Path) -> None:
@@ -235,7 +245,7 @@ def _cache_starts(rows: list[_Row], spawn: _Spawner, work: Path) -> None:
         name = f"{row.result.model_name} · {row.result.target}"
         cold = spawn(f"{name} · cold start (empty cache)", req)
         warm = spawn(f"{name} · warm start (cached)", req)
-        kind = {"openvino": "OpenVINO CACHE_DIR", "tensorrt": "TensorRT plan cache"}.get(row.result.target, "cache")
+        kind = _capabilities(row.result.target).compile_cache or "cache"
         if cold.get("ok") and warm.get("ok"):
             cache: dict[str, Any] = {
                 "kind": kind,

@@ -23,9 +23,12 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgekit.runtimes.base import Session
 
 Feeds = dict[str, np.ndarray]
 
@@ -59,7 +62,7 @@ class Runner:
     run: Callable[[Feeds], Mapping[str, np.ndarray]]
     info: dict[str, Any]
     close: Callable[[], None]
-    session: Any = None  # the edgekit Session, when there is one (throughput mode uses its compiled model)
+    session: Session | None = None  # the edgekit Session, when there is one (throughput mode asks it)
     model_bytes: int | None = None
 
 
@@ -88,10 +91,7 @@ def _open_session(req: Mapping[str, Any]) -> Runner:
         cache_dir=req.get("cache_dir"),
         options=req.get("options") or {},
     )
-    info = session.info().to_dict()
-    if req["target"] == "openvino":  # the thread count OpenVINO chose when none was asked for
-        with contextlib.suppress(Exception):
-            info["details"]["inference_num_threads"] = int(session.compiled_model.get_property("INFERENCE_NUM_THREADS"))
+    info = session.info().to_dict()  # threads as the runtime reports them, asked for or not
     return Runner(run=session.run, info=info, close=session.close, session=session)
 
 
@@ -153,38 +153,24 @@ def _timed_loop(call: Callable[[], object], req: Mapping[str, Any]) -> tuple[lis
     return samples, (clock() - begin) / 1e9
 
 
-def _openvino_async(runner: Runner, feeds: Feeds, req: Mapping[str, Any]) -> tuple[list[int], float, dict[str, Any]]:
-    """Throughput on OpenVINO: an ``AsyncInferQueue`` with the plugin's optimal number of requests."""
-    import openvino as ov
-
-    compiled = runner.session.compiled_model
-    jobs = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    queue = ov.AsyncInferQueue(compiled, jobs)
-    latencies: list[int] = []
-    queue.set_callback(lambda _request, started: latencies.append(time.perf_counter_ns() - started))
-
-    def burst(count: int, seconds: float) -> float:
-        latencies.clear()
-        begin = time.perf_counter_ns()
-        deadline, sent = begin + int(seconds * 1e9), 0
-        while sent < count or time.perf_counter_ns() < deadline:
-            queue.start_async(feeds, userdata=time.perf_counter_ns())
-            sent += 1
-        queue.wait_all()
-        return (time.perf_counter_ns() - begin) / 1e9
-
-    burst(int(req.get("warmup_iterations", 0)) or jobs, float(req.get("warmup_s", 0.0)))
-    elapsed = burst(max(int(req["iterations"]), jobs), float(req.get("duration_s", 0.0)))
-    extra = {"api": "openvino AsyncInferQueue", "infer_requests": jobs}
-    with contextlib.suppress(Exception):
-        extra["streams"] = int(compiled.get_property("NUM_STREAMS"))
-    return list(latencies), elapsed, extra
+def _throughput(session: Session, feeds: Feeds, req: Mapping[str, Any]) -> tuple[list[int], float, dict[str, Any]]:
+    """Items/s the way the runtime does it best (OpenVINO: async requests; others: one at a time), warm first."""
+    session.run_throughput(
+        feeds, min_requests=int(req.get("warmup_iterations", 0)), min_seconds=float(req.get("warmup_s", 0.0))
+    )
+    done = session.run_throughput(
+        feeds,
+        min_requests=int(req["iterations"]),
+        min_seconds=float(req.get("duration_s", 0.0)),
+        max_requests=int(req.get("max_iterations") or 1_000_000),
+    )
+    return done.latencies_ns, done.elapsed_s, done.facts()
 
 
 def _measure(runner: Runner, feeds: Feeds, req: Mapping[str, Any], result: dict[str, Any]) -> None:
     batch = int(req.get("batch") or 1)
-    if req.get("mode") == "throughput" and req["target"] == "openvino" and runner.session is not None:
-        samples, elapsed, extra = _openvino_async(runner, feeds, req)
+    if req.get("mode") == "throughput" and runner.session is not None:
+        samples, elapsed, extra = _throughput(runner.session, feeds, req)
     else:
         samples, elapsed = _timed_loop(lambda: runner.run(feeds), req)
         extra = {"api": "synchronous loop (one request at a time)", "infer_requests": 1}
