@@ -25,6 +25,7 @@ from edgekit.converters.fidelity import FidelityTarget, fidelity_metrics, parse_
 from edgekit.converters.latency import LatencyJob, LatencyOptions, measure
 from edgekit.converters.quantize import QuantizeOptions, QuantizeResult, quantize_model
 from edgekit.errors import InputError, ValidationError
+from edgekit.runtimes import DEFAULT_TARGET
 
 Feeds = dict[str, np.ndarray]
 ProgressFn = Callable[[str], None]
@@ -35,7 +36,13 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "openvino": ("int8",),
     "tensorrt": ("int8-sym", "fp16"),
 }
-DEFAULT_CPU_TARGETS = ("onnxruntime", "openvino")
+
+
+def default_auto_targets() -> list[str]:
+    """Every CPU runtime installed here that auto has candidates for: the registry says which, not a list here."""
+    from edgekit.runtimes import available_targets
+
+    return [t for t in available_targets("cpu") if t in CANDIDATES]
 
 
 def scheme_options(scheme: str, calibration: str) -> QuantizeOptions:
@@ -50,7 +57,7 @@ def scheme_options(scheme: str, calibration: str) -> QuantizeOptions:
 @dataclass(frozen=True)
 class AutoOptions:
     fidelity: FidelityTarget = field(default_factory=lambda: parse_fidelity("cosine>=0.99"))
-    targets: tuple[str, ...] = ("onnxruntime",)
+    targets: tuple[str, ...] = (DEFAULT_TARGET,)
     calibration: str = "minmax"
     latency: LatencyOptions = field(default_factory=LatencyOptions)
     sensitivity_samples: int = 16

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgekit.artifact import Stage
 from edgekit.errors import InputError
+from edgekit.runtimes import DEFAULT_TARGET
 
 if TYPE_CHECKING:
     from edgekit.sources import LoadedSource
@@ -33,7 +34,7 @@ class CompressRequest:
     prune_kind: str = "structured"
     prune_heads: float | None = None
     prune_importance: str = "l1"
-    prune_target: str = "onnxruntime"
+    prune_target: str = DEFAULT_TARGET
     distill_data: str | Path | None = None
     distill_epochs: int = 3
     distill_steps: int | None = None

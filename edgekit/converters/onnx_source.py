@@ -18,6 +18,7 @@ import numpy as np
 
 from edgekit.converters.calibration import find_tokenizer
 from edgekit.converters.validate import Case
+from edgekit.runtimes import DEFAULT_TARGET
 from edgekit.specs import TensorSpec, random_feeds
 
 Feeds = dict[str, np.ndarray]
@@ -78,10 +79,10 @@ def copy_tokenizer(src: OnnxSource, artifact: Path) -> None:
 
 
 def onnx_reference(path: Path) -> Callable[[Feeds], dict[str, np.ndarray]]:
-    """Outputs of the FP32 model on ONNX Runtime's CPU provider: the reference for an ONNX source."""
+    """Outputs of the FP32 model on the default runtime (ONNX Runtime's CPU provider): an ONNX source's reference."""
     from edgekit.runtimes.loading import load, model_ref
 
-    session = load(model_ref(path), target="onnxruntime")
+    session = load(model_ref(path), target=DEFAULT_TARGET)
     return lambda feeds: session.run(feeds)
 
 

@@ -30,7 +30,7 @@ from edgekit.converters.export import ExportOptions, IOPlan, export_onnx, plan_i
 from edgekit.converters.validate import TOLERANCES, Case, TargetReport, build_cases, check_session, require_passed
 from edgekit.converters.variants import QuantizeRequest, build_variants
 from edgekit.errors import EdgekitError, ExportError, InputError, ValidationError
-from edgekit.runtimes import session_class
+from edgekit.runtimes import DEFAULT_TARGET, session_class
 from edgekit.runtimes.base import ModelRef, SessionConfig
 from edgekit.specs import TensorSpec
 
@@ -74,7 +74,7 @@ def convert(
     request = QuantizeRequest(quantize, calib_data, calib_samples, calibration, fidelity, tuple(targets))
     options = ExportOptions(opset=opset, exporter=exporter, input_specs=tuple(input_specs), dim_sizes=dim_sizes or {})
     variant_targets = request.variant_targets() if request.active else []
-    targets = list(dict.fromkeys(["onnxruntime", *validate_targets, *targets, *variant_targets]))
+    targets = list(dict.fromkeys([DEFAULT_TARGET, *validate_targets, *targets, *variant_targets]))
     for t in targets:
         session_class(t)  # unknown or missing runtimes fail now, before the slow work
     from edgekit.converters.onnx_source import is_onnx_source
@@ -154,14 +154,14 @@ def _export_until_valid(
         say(f"exporting with the {exporter} exporter (opset {options.opset})")
         try:
             export_onnx(module, plan, path, exporter, options.opset)
-            say("checking parity on onnxruntime")
-            report = _check_target(path, plan, "onnxruntime", cases)
+            say(f"checking parity on {DEFAULT_TARGET}")
+            report = _check_target(path, plan, DEFAULT_TARGET, cases)
         except EdgekitError as exc:
             attempts.append({"exporter": exporter, "result": str(exc)})
             continue
         if report.passed:
             attempts.append({"exporter": exporter, "result": "ok"})
-            return exporter, attempts, {"onnxruntime": report}
+            return exporter, attempts, {DEFAULT_TARGET: report}
         attempts.append({"exporter": exporter, "result": f"parity failed: {report.failure}"})
         failed_gate = failed_gate or report
     if failed_gate is not None:

@@ -35,6 +35,7 @@ from edgekit.converters.quantize import (
 )
 from edgekit.converters.validate import Case, TargetReport, check_session, require_passed
 from edgekit.errors import InputError, ValidationError
+from edgekit.runtimes import DEFAULT_TARGET
 from edgekit.specs import TensorSpec
 
 Feeds = dict[str, np.ndarray]
@@ -82,13 +83,13 @@ class QuantizeRequest:
         return parse_fidelity("cosine>=0.99") if self.mode == "auto" else None
 
     def variant_targets(self) -> list[str]:
-        """Auto: the named targets, else every CPU runtime installed here; otherwise ONNX Runtime plus those named."""
+        """Auto: the named targets, else every CPU runtime installed here; otherwise the default runtime plus those
+        named."""
         if self.mode == "auto" and not self.targets:
-            from edgekit.converters.auto_quant import DEFAULT_CPU_TARGETS
-            from edgekit.runtimes import runtime_entry
+            from edgekit.converters.auto_quant import default_auto_targets
 
-            return [t for t in DEFAULT_CPU_TARGETS if runtime_entry(t).is_available()]
-        return list(dict.fromkeys(self.targets if self.mode == "auto" else ["onnxruntime", *self.targets]))
+            return default_auto_targets()
+        return list(dict.fromkeys(self.targets if self.mode == "auto" else [DEFAULT_TARGET, *self.targets]))
 
 
 @dataclass
