@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.artifact import TOKENIZER_FILE
 from edgekit.errors import FeedError, InputError
 from edgekit.specs import TensorSpec, check_feeds_fit
 
 Feeds = dict[str, np.ndarray]
 CalibSource = str | os.PathLike | Iterable[Mapping[str, np.ndarray]] | Callable[[], Iterable[Mapping[str, Any]]]
 ARRAY_SUFFIXES = (".npz", ".npy")
-TOKENIZER_CANDIDATES = ("tokenizer/tokenizer.json", "tokenizer.json")
+TOKENIZER_CANDIDATES = (TOKENIZER_FILE, "tokenizer.json")  # in an artifact, then in a bare model directory
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.artifact import Stage
+from edgekit.artifact import TOKENIZER_FILE, Stage
 from edgekit.errors import InputError
 from edgekit.runtimes import DEFAULT_TARGET
 
@@ -102,7 +102,7 @@ def _distill(src: LoadedSource, student: Any, request: CompressRequest, say: Pro
 
     assert src.example_inputs is not None
     specs = specs_from_examples(src.example_inputs, src.dynamic_dims)
-    tokenizer = src.extra_files.get("tokenizer/tokenizer.json")
+    tokenizer = src.extra_files.get(TOKENIZER_FILE)
     rows = rows_from_path(request.distill_data, specs, tokenizer)  # type: ignore[arg-type]
     if len(rows) < 2:
         raise InputError(f"distillation data {request.distill_data} has {len(rows)} sample(s); need at least 2")

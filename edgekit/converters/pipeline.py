@@ -117,7 +117,7 @@ def convert(
         else:
             variants, precisions = {}, {}
         manifest = Manifest(
-            source=Source(kind=src.kind, ref=src.ref, sha256=src.sha256),
+            source=Source(kind=src.kind, ref=src.ref, sha256=src.sha256, metadata=src.metadata),
             inputs=[s.to_dict() for s in plan.inputs],
             outputs=[s.to_dict() for s in plan.outputs],
             precision="fp32",
@@ -137,7 +137,7 @@ def convert(
             validation={t: r.to_dict() for t, r in reports.items()},
             libraries=library_versions(),
             platform=platform_facts(),
-            extras={"int_ranges": {k: list(v) for k, v in plan.int_ranges.items()}, "source": src.metadata},
+            int_ranges=plan.int_ranges,
         )
         say("writing artifact")
         return write_manifest(tmp, manifest)
@@ -227,7 +227,7 @@ def _convert_onnx(
             validation={t: r.to_dict() for t, r in {**reports, **(result.reports if result else {})}.items()},
             libraries=library_versions(),
             platform=platform_facts(),
-            extras={"int_ranges": {k: list(v) for k, v in src.int_ranges.items()}},
+            int_ranges=src.int_ranges,
         )
         say("writing artifact")
         return write_manifest(tmp, manifest)

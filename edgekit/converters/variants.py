@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.artifact import Stage
+from edgekit.artifact import MODEL_NAME, Stage
 from edgekit.converters.calibration import (
     CalibrationOptions,
     CalibrationSet,
@@ -104,8 +104,8 @@ def build_variants(
     artifact: Path, request: QuantizeRequest, inputs: Sequence[TensorSpec], reference: Reference,
     gate_cases: Sequence[Case], tokenizer: Path | None, say: ProgressFn,
 ) -> VariantsResult:  # fmt: skip
-    """Quantize ``artifact/model.onnx`` as requested, gate every variant, and describe it all as a Stage."""
-    base = artifact / "model.onnx"
+    """Quantize the artifact's base model as requested, gate every variant, and describe it all as a Stage."""
+    base = artifact / MODEL_NAME
     ensure_node_names(base)
     data = _calibration(request, inputs, tokenizer, say)
     refs = [reference(f) for f in data.heldout] if data is not None else []
@@ -194,7 +194,7 @@ def _gate(artifact: Path, variants: Mapping[str, str], cases: Sequence[Case], sa
 
     reports = {}
     for target, file in variants.items():
-        if file == "model.onnx":
+        if file == MODEL_NAME:
             continue  # the FP32 model passed the export gate on every target already
         say(f"validating {file} on {target}")
         with load(model_ref(artifact / file), target=target) as session:

@@ -18,12 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from edgekit.errors import InputError
 from edgekit.specs import TensorSpec, compile_feed_checks, validate_feeds
+
+if TYPE_CHECKING:
+    from edgekit.artifact import Manifest
 
 
 @dataclass(frozen=True)
@@ -43,13 +46,13 @@ class SessionConfig:
 
 @dataclass(frozen=True)
 class ModelRef:
-    """An ONNX model ready to hand to a runtime: its file and its IO specs."""
+    """An ONNX model ready to hand to a runtime: its file, its IO specs, and its artifact's manifest if any."""
 
     path: Path
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     precision: str = "fp32"
-    manifest: Mapping[str, Any] | None = None
+    manifest: Manifest | None = None  # None for a bare .onnx file
 
 
 DEVICE_KINDS = ("cpu", "gpu", "npu")

@@ -30,7 +30,7 @@ def model_ref(model: str | Path, target: str | None = None, *, variant: str | No
             inputs=tuple(manifest.input_specs()),
             outputs=tuple(manifest.output_specs()),
             precision=manifest.variant_precisions.get(chosen, manifest.precision),
-            manifest=manifest.model_dump(),
+            manifest=manifest,
         )
     if variant is not None:
         raise InputError(f"variant= needs an artifact directory; {model} is a bare model file")

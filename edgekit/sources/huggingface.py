@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgekit.artifact import TOKENIZER_DIR
 from edgekit.errors import SourceError, one_line
 from edgekit.sources import TOKENIZER_FILES, LoadedSource
 from edgekit.sources._util import weights_sha256
@@ -186,4 +187,4 @@ def hf_metadata(model: Any) -> dict[str, Any]:
 
 
 def _tokenizer_files(directory: Path) -> dict[str, Path]:
-    return {f"tokenizer/{name}": directory / name for name in TOKENIZER_FILES if (directory / name).is_file()}
+    return {f"{TOKENIZER_DIR}/{name}": directory / name for name in TOKENIZER_FILES if (directory / name).is_file()}
