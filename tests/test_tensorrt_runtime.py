@@ -24,8 +24,8 @@ from checks import assert_output_matches
 
 from edgekit.errors import BackendError, FeedError, InputError, RuntimeUnavailableError
 from edgekit.runtimes import runtime_entry, session_class
-from edgekit.runtimes import tensorrt as trt_runtime
 from edgekit.runtimes.base import ModelRef, Session, SessionConfig
+from edgekit.runtimes.tensorrt import session as trt_runtime
 from edgekit.specs import TensorSpec
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("cuda") is not None
