@@ -129,7 +129,7 @@ def available_targets(device_kind: str | None = None) -> list[str]:
     """Names of the runtimes whose packages are installed here; with ``device_kind`` (``cpu``, ``gpu``, ``npu``)
     only those that can run on that kind of device.
 
-    Imports none of the runtimes' own packages; filtering by kind imports edgekit's light backend modules.
+    Imports none of the runtimes' packages; filtering by kind reads :func:`runtime_capabilities`.
     """
     names = [r.name for r in registered_runtimes() if r.is_available()]
     if device_kind is None:
@@ -138,7 +138,11 @@ def available_targets(device_kind: str | None = None) -> list[str]:
 
 
 def runtime_capabilities(name: str) -> RuntimeCapabilities:
-    """What runtime ``name`` can do, from its Session class; its backend package is not imported."""
+    """What runtime ``name`` can do, from its Session class (declared, so no model needs loading).
+
+    Imports the Session's module: for the built-in runtimes that module imports its runtime package (openvino,
+    tensorrt) only when a model loads.
+    """
     return session_class(name).capabilities
 
 
