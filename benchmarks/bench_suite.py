@@ -26,8 +26,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 def _artifact(source: str, out: Path, force: bool) -> Path:
     """Convert ``source`` into ``out`` unless a verified artifact is already there."""
     import edgekit
-    from edgekit.api import model_ref
     from edgekit.errors import EdgekitError
+    from edgekit.runtimes.loading import model_ref
 
     if out.exists() and not force:
         try:

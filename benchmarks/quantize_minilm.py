@@ -135,9 +135,10 @@ def _latency(source: Path, models: list[dict], feeds: Path, rounds: int, duratio
     from edgekit.benchmark.measure import Candidate, measure_latency
     from edgekit.benchmark.plan import BenchConfig
 
+    artifact = Path(models[1]["path"]).parent  # the auto artifact: its specs are the torch baseline's too
     candidates = [
-        Candidate(m["label"], Path(m["path"] or source), m["target"], source=None if m["path"] else str(source),
-                  output_names=("embedding",))
+        Candidate(m["label"], Path(m["path"]) if m["path"] else artifact, m["target"],
+                  source=None if m["path"] else str(source))
         for m in models
     ]  # fmt: skip
     timing = BenchConfig(iterations=20, duration_s=duration, warmup_iterations=10, rounds=rounds, cold_start=False)

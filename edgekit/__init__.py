@@ -9,10 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from edgekit._version import __version__
 
 _LAZY: dict[str, str] = {
-    "load": "edgekit.api",
+    "load": "edgekit.runtimes.loading",
     "convert": "edgekit.converters.pipeline",
     "bench": "edgekit.benchmark",
     "available_targets": "edgekit.runtimes",
@@ -36,12 +36,12 @@ _ERRORS = (
 )
 
 if TYPE_CHECKING:
-    from edgekit.api import load as load
     from edgekit.benchmark import bench as bench
     from edgekit.converters.pipeline import convert as convert
     from edgekit.errors import *  # noqa: F403
     from edgekit.runtimes import available_targets as available_targets
     from edgekit.runtimes.base import Session as Session
+    from edgekit.runtimes.loading import load as load
     from edgekit.specs import TensorSpec as TensorSpec
 
 

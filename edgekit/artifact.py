@@ -20,14 +20,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from edgekit._version import __version__
 from edgekit.errors import ArtifactError, ModelFormatError, OutputError
 from edgekit.specs import TensorSpec
 
+# the artifact's layout: every module that names a file in an artifact takes the name from here
 MANIFEST_NAME = "edgekit.json"
 MODEL_NAME = "model.onnx"
+TOKENIZER_DIR = "tokenizer"  # what a text model needs on a device: tokenizer.json, vocab, configs
+TOKENIZER_FILE = f"{TOKENIZER_DIR}/tokenizer.json"
 FORMAT_VERSION = 1
 _LIBRARIES = ("edgekit", "numpy", "onnx", "onnxruntime", "openvino", "torch", "transformers", "tensorrt")
 
@@ -41,9 +45,16 @@ class Stage(BaseModel):
 
 
 class Source(BaseModel):
+    """Where the model came from; a reference to re-load it only when the user names it again, never imported."""
+
     kind: str
     ref: str
     sha256: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)  # what the loader learned: architecture, HF config
+
+
+# keys that older artifacts kept under ``extras`` before they became typed fields
+_LEGACY_EXTRAS = ("int_ranges", "source")
 
 
 class Manifest(BaseModel):
@@ -70,7 +81,26 @@ class Manifest(BaseModel):
     files: dict[str, str] = Field(default_factory=dict)
     libraries: dict[str, str] = Field(default_factory=dict)
     platform: dict[str, str] = Field(default_factory=dict)
-    extras: dict[str, Any] = Field(default_factory=dict)
+    # valid inclusive [low, high] of each integer input (token ids within the vocabulary, masks 1): random
+    # feeds for timing and checks stay inside what the model was exported for
+    int_ranges: dict[str, tuple[int, int]] = Field(default_factory=dict)
+    extras: dict[str, Any] = Field(default_factory=dict)  # anything not (yet) a field of its own
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_fields_from_extras(cls, data: Any) -> Any:
+        """Artifacts written before ``int_ranges`` and ``source.metadata`` were fields kept them in ``extras``."""
+        if not isinstance(data, dict) or not isinstance(data.get("extras"), dict):
+            return data
+        if not any(key in data["extras"] for key in _LEGACY_EXTRAS):
+            return data
+        data, extras = dict(data), dict(data["extras"])
+        if "int_ranges" in extras:
+            data.setdefault("int_ranges", extras.pop("int_ranges"))
+        if "source" in extras and isinstance(data.get("source"), dict):
+            data["source"] = {"metadata": extras.pop("source"), **data["source"]}
+        data["extras"] = extras
+        return data
 
     def input_specs(self) -> list[TensorSpec]:
         return [TensorSpec.from_dict(d) for d in self.inputs]
@@ -180,8 +210,6 @@ def write_manifest(directory: Path, manifest: Manifest) -> Manifest:
             files[p.relative_to(directory).as_posix()] = sha256_of(p)
     manifest = manifest.model_copy(update={"files": files})
     if not manifest.edgekit_version:
-        from edgekit import __version__
-
         manifest = manifest.model_copy(update={"edgekit_version": __version__})
     if not manifest.created:
         manifest = manifest.model_copy(update={"created": now_iso()})

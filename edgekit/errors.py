@@ -67,10 +67,14 @@ class BackendError(EdgekitError, RuntimeError):
     """A runtime failed while compiling or running a model that passed input checks."""
 
 
-def one_line(exc: BaseException, limit: int = 1000) -> str:
-    """``exc``'s message on one line (its lines joined), so a CLI error or a report cell never spans rows."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return " ".join(lines)[:limit] if lines else type(exc).__name__
+def one_line(exc: BaseException, *, typed: bool = True, limit: int = 1000) -> str:
+    """``exc``'s message on one line (its lines joined, at most ``limit`` characters), so a CLI error, a report
+    cell or the wrapped library error inside one of ours never spans rows. ``typed`` puts ``Type: `` in front:
+    what a library error needs to be understood; our own errors' messages stand alone."""
+    text = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())[:limit]
+    if not text:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if typed else text
 
 
 __all__ = [
@@ -86,4 +90,5 @@ __all__ = [
     "SourceError",
     "UnknownTargetError",
     "ValidationError",
+    "one_line",
 ]

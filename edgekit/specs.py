@@ -1,7 +1,10 @@
-"""TensorSpec: the one description of a model input or output that every stage shares.
+"""TensorSpec: the one description of a model input or output that every stage shares, and the feed checks.
 
 A dim is an ``int`` when fixed and a ``str`` (``"batch"``, ``"seq"``) when symbolic. The dtype is a numpy
 name (``"float32"``, ``"int64"``), so specs serialize to JSON and compare without importing a runtime.
+
+The feed checks live here, not in a runtime, so every Session and every stage that takes feed dicts
+(calibration, distillation) rejects the same bad feeds with the same message.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import InputError, one_line
+from edgekit.errors import FeedError, InputError, one_line
 
 Dim = int | str
 
@@ -202,3 +205,77 @@ def specs_from_onnx_values(values: Sequence[Any]) -> list[TensorSpec]:
             raise InputError(f"tensor {v.name!r} (#{i}) has unsupported ONNX element type {t.elem_type}")
         specs.append(TensorSpec(name=v.name, dtype=dtype, shape=tuple(dims)))
     return specs
+
+
+# ------------------------------------------------------------------------------------------ feed checks
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """One input's spec compiled for fast checking: the numpy dtype object and fixed/symbolic axes split out."""
+
+    name: str
+    dtype: np.dtype
+    rank: int
+    fixed: tuple[tuple[int, int], ...]  # (axis, size)
+    symbolic: tuple[tuple[int, str], ...]  # (axis, symbol)
+    spec: TensorSpec
+
+
+def compile_feed_checks(specs: Sequence[TensorSpec]) -> tuple[InputCheck, ...]:
+    """Checks for ``specs``, compiled once so that checking a feed dict costs microseconds per call."""
+    checks = []
+    for s in specs:
+        dtype = np.dtype("float32") if s.dtype == "bfloat16" else np.dtype(s.dtype)
+        fixed = tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, int))
+        symbolic = tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, str))
+        checks.append(InputCheck(s.name, dtype, s.rank, fixed, symbolic, s))
+    return tuple(checks)
+
+
+def validate_feeds(checks: tuple[InputCheck, ...], names: frozenset[str], feeds: Mapping[str, Any]) -> None:
+    """Raise :class:`FeedError` naming the input and its expected spec when ``feeds`` does not fit.
+
+    ``checks`` come from :func:`compile_feed_checks` and ``names`` is the set of their names; both are made
+    once per model so that this, which runs before every inference, does no setup work.
+    """
+    if feeds.keys() != names:
+        missing = sorted(names - feeds.keys())
+        unknown = sorted(set(feeds.keys()) - names)
+        expected = "; ".join(c.spec.describe() for c in checks)
+        if unknown:
+            raise FeedError(f"unknown input {unknown[0]!r}; the model's inputs are: {expected}")
+        raise FeedError(f"missing input {missing[0]!r}; the model's inputs are: {expected}")
+    seen: dict[str, tuple[int, str]] = {}
+    for c in checks:
+        value = feeds[c.name]
+        if not isinstance(value, np.ndarray):
+            raise FeedError(
+                f"input {c.name!r}: expected a numpy array ({c.spec.describe()}), got {type(value).__name__}"
+            )
+        if value.dtype != c.dtype:
+            raise FeedError(
+                f"input {c.name!r}: expected dtype {c.dtype.name}, got {value.dtype.name} ({c.spec.describe()})"
+            )
+        shape = value.shape
+        if len(shape) != c.rank:
+            raise FeedError(f"input {c.name!r}: expected rank {c.rank}, got shape {list(shape)} ({c.spec.describe()})")
+        for axis, size in c.fixed:
+            if shape[axis] != size:
+                raise FeedError(
+                    f"input {c.name!r}: dim {axis} must be {size}, got shape {list(shape)} ({c.spec.describe()})"
+                )
+        for axis, sym in c.symbolic:
+            size = shape[axis]
+            if size == 0:
+                raise FeedError(f"input {c.name!r}: dim {axis} ({sym}) is empty, got shape {list(shape)}")
+            prev = seen.get(sym)
+            if prev is None:
+                seen[sym] = (size, c.name)
+            elif prev[0] != size:
+                raise FeedError(f"input {c.name!r}: dim {sym!r} is {size} but input {prev[1]!r} has {sym}={prev[0]}")
+
+
+def check_feeds_fit(specs: Sequence[TensorSpec], feeds: Mapping[str, Any]) -> None:
+    """One-off form of :func:`validate_feeds` for code outside the inference hot path (calibration data)."""
+    validate_feeds(compile_feed_checks(specs), frozenset(s.name for s in specs), feeds)

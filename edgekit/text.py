@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.artifact import TOKENIZER_FILE
 from edgekit.errors import InputError, RuntimeUnavailableError
 from edgekit.specs import TensorSpec
 
-TOKENIZER_FILE = "tokenizer/tokenizer.json"
+__all__ = ["TOKENIZER_FILE", "TextEncoder"]
 
 
 class TextEncoder:

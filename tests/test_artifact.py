@@ -128,3 +128,42 @@ def test_truncated_and_random_onnx(tmp_path, mlp_onnx):
     empty.write_bytes(b"")
     with pytest.raises(ModelFormatError, match="empty"):
         edgekit.load(empty)
+
+
+def _old_style_manifest(tmp_path: Path, mlp_onnx) -> Path:
+    """An artifact as edgekit wrote it before int_ranges and source metadata were typed: both under extras."""
+    import json
+
+    out = _artifact(tmp_path, mlp_onnx)
+    data = json.loads((out / MANIFEST_NAME).read_text())
+    del data["int_ranges"], data["source"]["metadata"]
+    data["extras"] = {"int_ranges": {"ids": [104, 30521]}, "source": {"architecture": "BertModel"}, "note": "kept"}
+    (out / MANIFEST_NAME).write_text(json.dumps(data))
+    return out
+
+
+def test_old_artifacts_load_into_the_typed_fields(tmp_path, mlp_onnx):
+    manifest = read_manifest(_old_style_manifest(tmp_path, mlp_onnx))
+    assert manifest.int_ranges == {"ids": (104, 30521)}
+    assert manifest.source.metadata == {"architecture": "BertModel"}
+    assert manifest.extras == {"note": "kept"}
+
+
+def test_new_artifacts_write_typed_fields_not_extras(tmp_path, mlp_onnx):
+    import json
+
+    out = _artifact(tmp_path, mlp_onnx)
+    manifest = read_manifest(out)
+    again = manifest.model_copy(update={"int_ranges": {"ids": (0, 9)}})
+    write_manifest(out, again)
+    data = json.loads((out / MANIFEST_NAME).read_text())
+    assert data["int_ranges"] == {"ids": [0, 9]} and data["extras"] == {}
+    assert read_manifest(out).int_ranges == {"ids": (0, 9)}
+
+
+def test_model_ref_carries_the_typed_manifest(tmp_path, mlp_onnx):
+    from edgekit.runtimes.loading import model_ref
+
+    ref = model_ref(_old_style_manifest(tmp_path, mlp_onnx))
+    assert isinstance(ref.manifest, Manifest) and ref.manifest.int_ranges == {"ids": (104, 30521)}
+    assert model_ref(mlp_onnx.path).manifest is None

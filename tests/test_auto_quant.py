@@ -59,7 +59,7 @@ def samples(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
 
 
 def references(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    from edgekit.api import load, model_ref
+    from edgekit.runtimes.loading import load, model_ref
 
     with load(model_ref(path)) as session:
         return [session.run(f) for f in feeds]

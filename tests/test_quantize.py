@@ -10,10 +10,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.api import load, model_ref
 from edgekit.converters.quantize import QuantizeOptions, quantize_model, weight_nodes
 from edgekit.errors import InputError
 from edgekit.fidelity import sample_cosines
+from edgekit.runtimes.loading import load, model_ref
 
 TARGETS = ["onnxruntime", "openvino"]
 

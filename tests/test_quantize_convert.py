@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import edgekit
-from edgekit.api import model_ref
 from edgekit.artifact import MANIFEST_NAME, read_manifest
 from edgekit.errors import ArtifactError
+from edgekit.runtimes.loading import model_ref
 
 MODELS = Path(__file__).parent / "models"
 

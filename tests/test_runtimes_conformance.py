@@ -12,6 +12,8 @@ import pytest
 import edgekit
 from edgekit.errors import EdgekitError, FeedError, InputError
 from edgekit.fidelity import compare_outputs, tolerance_for
+from edgekit.runtimes import available_targets, runtime_capabilities
+from edgekit.runtimes.base import DEVICE_KINDS
 
 # OpenVINO may run fp32 models in bf16 by default on CPUs that have it; conformance pins f32 where possible.
 _PINNED = {"openvino": "f32"}
@@ -43,6 +45,37 @@ def test_session_reports_facts(mlp_onnx, runtime):
         assert [s.name for s in session.inputs] == ["x"]
         assert session.inputs[0].shape == ("batch", 8)
         assert info.to_dict()["target"] == runtime
+        assert info.device_kind in DEVICE_KINDS and info.device_kind in session.capabilities.device_kinds
+        assert info.to_dict()["device_kind"] == info.device_kind
+        if info.device_kind == "cpu":
+            assert info.threads == 1  # read back from the runtime, which was asked for one
+
+
+def test_threads_are_read_from_the_runtime_when_none_were_asked_for(mlp_onnx, runtime):
+    with _load(mlp_onnx.path, runtime) as session:
+        info = session.info()
+    if info.device_kind == "cpu":
+        assert isinstance(info.threads, int) and info.threads >= 1
+
+
+def test_run_throughput_runs_at_least_what_was_asked(mlp_onnx, runtime):
+    with _load(mlp_onnx.path, runtime, options=dict(runtime_capabilities(runtime).throughput_options)) as session:
+        done = session.run_throughput(mlp_onnx.feeds(2), min_requests=6)
+        assert len(done.latencies_ns) >= 6 and all(t > 0 for t in done.latencies_ns)
+        assert done.elapsed_s > 0 and done.requests_in_flight >= 1
+        facts = done.facts()
+        assert facts["api"] and facts["infer_requests"] == done.requests_in_flight
+        capped = session.run_throughput(mlp_onnx.feeds(1), min_requests=1, min_seconds=30.0, max_requests=3)
+        assert len(capped.latencies_ns) <= max(3, done.requests_in_flight)
+        with pytest.raises(FeedError):
+            session.run_throughput({"x": np.zeros((1, 9), np.float32)}, min_requests=1)
+
+
+def test_capabilities_are_known_without_loading_a_model(runtime):
+    caps = runtime_capabilities(runtime)
+    assert caps.device_kinds and set(caps.device_kinds) <= set(DEVICE_KINDS)
+    assert caps.has_compile_cache == (caps.compile_cache is not None)
+    assert runtime in available_targets(caps.device_kinds[0])
 
 
 _BAD_FEEDS = {
@@ -96,3 +129,15 @@ def test_corrupt_model_is_rejected_before_the_backend(tmp_path, runtime):
 def test_bad_threads_value(mlp_onnx, runtime):
     with pytest.raises(InputError, match="threads"):
         edgekit.load(mlp_onnx.path, target=runtime, threads=0)
+
+
+def test_what_the_builtin_runtimes_declare():
+    from edgekit.runtimes import DEFAULT_TARGET, session_class
+    from edgekit.runtimes.tensorrt import TensorRTSession  # importable without TensorRT
+
+    assert DEFAULT_TARGET == "onnxruntime" and DEFAULT_TARGET in available_targets("cpu")
+    ort, ov = (session_class(n).capabilities for n in ("onnxruntime", "openvino"))
+    trt = TensorRTSession.capabilities
+    assert not ort.has_compile_cache and ov.compile_cache == "OpenVINO CACHE_DIR" and not ov.caches_by_default
+    assert ov.throughput_options == {"performance_hint": "THROUGHPUT"} and not ort.throughput_options
+    assert trt.device_kinds == ("gpu",) and trt.caches_by_default and trt.has_compile_cache

@@ -52,3 +52,16 @@ def test_random_feeds_follow_specs_and_ranges():
 def test_spec_round_trips_through_dict():
     spec = TensorSpec("y", "float32", ("batch", 384))
     assert TensorSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_feed_checks_are_public_and_match_what_a_session_says():
+    from edgekit.errors import FeedError
+    from edgekit.specs import check_feeds_fit, compile_feed_checks, validate_feeds
+
+    specs = [TensorSpec("ids", "int64", ("batch", "seq")), TensorSpec("mask", "int64", ("batch", "seq"))]
+    checks = compile_feed_checks(specs)
+    good = {"ids": np.zeros((2, 5), np.int64), "mask": np.ones((2, 5), np.int64)}
+    validate_feeds(checks, frozenset({"ids", "mask"}), good)
+    check_feeds_fit(specs, good)
+    with pytest.raises(FeedError, match="dim 'seq' is 6 but input 'ids'"):
+        check_feeds_fit(specs, {**good, "mask": np.ones((2, 6), np.int64)})

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edgekit.errors import FeedError, InputError, RuntimeUnavailableError
-from edgekit.runtimes import tensorrt_plan as plan
+from edgekit.runtimes.tensorrt import plan
+from edgekit.runtimes.tensorrt import precision as prec
 from edgekit.specs import TensorSpec
 
 X = TensorSpec("x", "float32", ("batch", 3, "seq"))
@@ -217,38 +218,38 @@ def test_write_atomic_keeps_the_old_file_when_the_rename_fails(tmp_path: Path, m
     ],
 )
 def test_dtype_mapping_both_ways(trt_name: str, numpy_name: str) -> None:
-    assert plan.numpy_dtype_for_trt(trt_name) == numpy_name
-    assert plan.numpy_dtype_for_trt(f"DataType.{trt_name}") == numpy_name
-    assert plan.trt_dtype_for_numpy(numpy_name) == trt_name
+    assert prec.numpy_dtype_for_trt(trt_name) == numpy_name
+    assert prec.numpy_dtype_for_trt(f"DataType.{trt_name}") == numpy_name
+    assert prec.trt_dtype_for_numpy(numpy_name) == trt_name
 
 
 @pytest.mark.parametrize("name", ["FP8", "INT4", "FP4"])
 def test_low_precision_trt_types_are_not_io_types(name: str) -> None:
     with pytest.raises(InputError, match=f"{name} has no numpy equivalent"):
-        plan.numpy_dtype_for_trt(name)
+        prec.numpy_dtype_for_trt(name)
 
 
 def test_unknown_dtypes_are_errors() -> None:
     with pytest.raises(InputError, match="unknown TensorRT data type"):
-        plan.numpy_dtype_for_trt("COMPLEX")
+        prec.numpy_dtype_for_trt("COMPLEX")
     with pytest.raises(InputError, match="TensorRT has no float64 tensors"):
-        plan.trt_dtype_for_numpy("float64")
+        prec.trt_dtype_for_numpy("float64")
 
 
 def test_bf16_bits_known_values_and_rounding() -> None:
     values = np.array([1.0, -2.0, 0.0, np.inf, 1.0 + 2**-8, 1.0 + 3 * 2**-8], dtype=np.float32)
     # 1 + 2^-8 is a tie between 1.0 and 1 + 2^-7: round to even (1.0); 1 + 3*2^-8 rounds up to even 1 + 2^-6
-    assert plan.bf16_bits(values).tolist() == [0x3F80, 0xC000, 0x0000, 0x7F80, 0x3F80, 0x3F82]
-    assert np.isnan(plan.float32_from_bf16_bits(plan.bf16_bits(np.array([np.nan], np.float32))))[0]
+    assert prec.bf16_bits(values).tolist() == [0x3F80, 0xC000, 0x0000, 0x7F80, 0x3F80, 0x3F82]
+    assert np.isnan(prec.float32_from_bf16_bits(prec.bf16_bits(np.array([np.nan], np.float32))))[0]
 
 
 def test_bf16_round_trip_error_is_within_half_an_ulp() -> None:
     rng = np.random.default_rng(0)
     values = rng.standard_normal((64, 8)).astype(np.float32)
-    back = plan.float32_from_bf16_bits(plan.bf16_bits(values))
+    back = prec.float32_from_bf16_bits(prec.bf16_bits(values))
     assert back.shape == values.shape and back.dtype == np.float32
     assert np.all(np.abs(back - values) <= np.abs(values) * 2**-8)
-    assert np.array_equal(plan.float32_from_bf16_bits(plan.bf16_bits(back)), back)
+    assert np.array_equal(prec.float32_from_bf16_bits(prec.bf16_bits(back)), back)
 
 
 # -- versions and flags -----------------------------------------------------------------------------------
@@ -256,19 +257,19 @@ def test_bf16_round_trip_error_is_within_half_an_ulp() -> None:
 
 @pytest.mark.parametrize(("text", "major"), [("10.3.0.26", 10), ("11.0.0", 11), ("10", 10), (" 12.1", 12)])
 def test_trt_major_version(text: str, major: int) -> None:
-    assert plan.trt_major_version(text) == major
+    assert prec.trt_major_version(text) == major
 
 
 def test_trt_major_version_rejects_garbage() -> None:
     with pytest.raises(InputError, match="cannot read a TensorRT version"):
-        plan.trt_major_version("unknown")
+        prec.trt_major_version("unknown")
 
 
 def test_old_tensorrt_is_unavailable() -> None:
     with pytest.raises(RuntimeUnavailableError, match="TensorRT 10 or newer"):
-        plan.network_flags_for(8, False)
+        prec.network_flags_for(8, False)
     with pytest.raises(RuntimeUnavailableError):
-        plan.builder_precision_flags(9, "fp16")
+        prec.builder_precision_flags(9, "fp16")
 
 
 @pytest.mark.parametrize(
@@ -276,8 +277,8 @@ def test_old_tensorrt_is_unavailable() -> None:
     [(10, False, ()), (10, True, ("STRONGLY_TYPED",)), (11, False, ()), (11, True, ()), (12, True, ())],
 )
 def test_network_flags(major: int, typed: bool, flags: tuple[str, ...]) -> None:
-    assert plan.network_flags_for(major, typed) == flags
-    assert "EXPLICIT_BATCH" not in plan.network_flags_for(major, typed)
+    assert prec.network_flags_for(major, typed) == flags
+    assert "EXPLICIT_BATCH" not in prec.network_flags_for(major, typed)
 
 
 @pytest.mark.parametrize(
@@ -295,12 +296,12 @@ def test_network_flags(major: int, typed: bool, flags: tuple[str, ...]) -> None:
     ],
 )
 def test_resolve_strongly_typed(major: int, requested: bool | None, graph: str, precision: str | None, typed: bool):
-    assert plan.resolve_strongly_typed(major, requested, graph, precision) is typed
+    assert prec.resolve_strongly_typed(major, requested, graph, precision) is typed
 
 
 def test_trt11_cannot_be_weakly_typed() -> None:
     with pytest.raises(InputError, match="always strongly typed"):
-        plan.resolve_strongly_typed(11, False, "fp32", None)
+        prec.resolve_strongly_typed(11, False, "fp32", None)
 
 
 @pytest.mark.parametrize(
@@ -318,45 +319,45 @@ def test_trt11_cannot_be_weakly_typed() -> None:
     ],
 )
 def test_trt10_weakly_typed_builder_flags(precision: str | None, graph: str, flags: tuple[str, ...]) -> None:
-    assert plan.builder_precision_flags(10, precision, graph=graph) == flags
+    assert prec.builder_precision_flags(10, precision, graph=graph) == flags
 
 
 def test_trt10_int8_needs_a_qdq_graph() -> None:
     with pytest.raises(InputError, match="edgekit convert --quantize int8"):
-        plan.builder_precision_flags(10, "int8", graph="fp32")
+        prec.builder_precision_flags(10, "int8", graph="fp32")
     with pytest.raises(InputError, match="cannot run as fp32"):
-        plan.builder_precision_flags(10, "fp32", graph="int8")
+        prec.builder_precision_flags(10, "fp32", graph="int8")
 
 
 @pytest.mark.parametrize(("major", "typed"), [(11, False), (11, True), (10, True)])
 def test_strongly_typed_takes_precision_from_the_graph(major: int, typed: bool) -> None:
-    assert plan.builder_precision_flags(major, None, graph="fp32", strongly_typed=typed) == ()
-    assert plan.builder_precision_flags(major, "fp16", graph="fp16", strongly_typed=typed) == ()
-    assert plan.builder_precision_flags(major, "int8", graph="int8", strongly_typed=typed) == ()
+    assert prec.builder_precision_flags(major, None, graph="fp32", strongly_typed=typed) == ()
+    assert prec.builder_precision_flags(major, "fp16", graph="fp16", strongly_typed=typed) == ()
+    assert prec.builder_precision_flags(major, "int8", graph="int8", strongly_typed=typed) == ()
     with pytest.raises(InputError, match=re.escape("edgekit convert --quantize fp16")) as info:
-        plan.builder_precision_flags(major, "fp16", graph="fp32", strongly_typed=typed)
+        prec.builder_precision_flags(major, "fp16", graph="fp32", strongly_typed=typed)
     assert "this graph is fp32" in str(info.value)
     assert ("strongly_typed': False" in str(info.value)) is (major == 10)
 
 
 def test_graph_and_requested_precision_names() -> None:
-    assert plan.graph_precision("int8-qdq") == "int8"
-    assert plan.graph_precision("fp16") == "fp16"
-    assert plan.graph_precision("fp32") == "fp32"
+    assert prec.graph_precision("int8-qdq") == "int8"
+    assert prec.graph_precision("fp16") == "fp16"
+    assert prec.graph_precision("fp32") == "fp32"
     with pytest.raises(InputError, match="dynamic-INT8"):
-        plan.graph_precision("int8-dynamic")
-    assert plan.normalize_precision(None) is None
-    assert plan.normalize_precision("Half") == "fp16"
-    assert plan.normalize_precision("bfloat16") == "bf16"
+        prec.graph_precision("int8-dynamic")
+    assert prec.normalize_precision(None) is None
+    assert prec.normalize_precision("Half") == "fp16"
+    assert prec.normalize_precision("bfloat16") == "bf16"
     with pytest.raises(InputError, match="expected one of: fp32, fp16, bf16, int8"):
-        plan.normalize_precision("int4")
+        prec.normalize_precision("int4")
 
 
 def test_effective_precision_reports_builder_flags_over_the_graph() -> None:
-    assert plan.effective_precision("fp32", ()) == "fp32"
-    assert plan.effective_precision("fp32", ("FP16",)) == "fp16"
-    assert plan.effective_precision("fp32", ("BF16",)) == "bf16"
-    assert plan.effective_precision("int8-qdq", ("FP16", "INT8")) == "int8-qdq"
+    assert prec.effective_precision("fp32", ()) == "fp32"
+    assert prec.effective_precision("fp32", ("FP16",)) == "fp16"
+    assert prec.effective_precision("fp32", ("BF16",)) == "bf16"
+    assert prec.effective_precision("int8-qdq", ("FP16", "INT8")) == "int8-qdq"
 
 
 # -- options, device, parser errors -----------------------------------------------------------------------

@@ -24,8 +24,8 @@ from checks import assert_output_matches
 
 from edgekit.errors import BackendError, FeedError, InputError, RuntimeUnavailableError
 from edgekit.runtimes import runtime_entry, session_class
-from edgekit.runtimes import tensorrt as trt_runtime
 from edgekit.runtimes.base import ModelRef, Session, SessionConfig
+from edgekit.runtimes.tensorrt import session as trt_runtime
 from edgekit.specs import TensorSpec
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("cuda") is not None
@@ -308,9 +308,12 @@ def test_build_run_and_cache_hit(fakes: tuple[FakeTRT, FakeCudart], tmp_path: Pa
         np.testing.assert_array_equal(out["y"], 2 * x + 1)
         bigger = np.ones((8, 4), np.float32)
         np.testing.assert_array_equal(session.run({"x": bigger})["y"], 3 * bigger)
+        burst = session.run_throughput({"x": x}, min_requests=3)  # the contract's synchronous default
+        assert len(burst.latencies_ns) == 3 and burst.requests_in_flight == 1
         first = session.info()
     assert cudart.blocks == {} and cudart.streams == set()  # close freed every buffer and the stream
     assert first.device == "Fake GPU" and first.precision == "fp32" and first.backend_version == "10.3.0"
+    assert first.device_kind == "gpu" and first.threads is None  # no intra-op CPU threads to report
     assert first.details["plan_from_cache"] is False and first.details["compute_capability"] == "8.9"
     assert len(trt.builds) == 1
     assert trt.builds[0]["profiles"] == [{"x": [[1, 4], [2, 4], [8, 4]]}]

@@ -36,18 +36,16 @@ CANDIDATE_TIMING = BenchConfig(
 class Candidate:
     """One model file to time on one target; ``key`` names it in the result.
 
-    For the torch eager baseline, ``target`` is ``"torch"`` and ``source`` names the PyTorch source (with the
-    model's ``output_names``), as ``edgekit bench --baseline torch`` times it."""
+    For the torch eager baseline, ``target`` is ``"torch"``, ``source`` names the PyTorch source and ``model``
+    is the artifact whose input and output specs it has, as ``edgekit bench --baseline torch`` times it."""
 
     key: str
     model: Path
     target: str
     source: str | None = None
-    output_names: tuple[str, ...] = ()
 
     def request(self) -> dict[str, Any]:
-        torch = {"source": {"ref": self.source}, "output_names": list(self.output_names)} if self.source else {}
-        return {"model": str(self.model), **torch}
+        return {"model": str(self.model), **({"options": {"source": self.source}} if self.source else {})}
 
 
 @dataclass

@@ -21,7 +21,6 @@ from edgekit.specs import DEFAULT_DIM_SIZES, TensorSpec
 MODES = ("latency", "throughput")
 BASELINES = ("torch",)
 FIDELITY_BATCH = 8  # samples compared per model: enough for a top-1 agreement to mean something
-CACHE_TARGETS = frozenset({"openvino", "tensorrt"})  # runtimes with a compile cache: cold and warm start differ
 
 
 @dataclass(frozen=True)
@@ -212,22 +211,21 @@ def plan_model(
     model: str | Path, shapes: Mapping[str, Sequence[int]], batches: Sequence[int] | None, config: BenchConfig
 ) -> ModelPlan:
     """Resolve one model and fit every requested batch to it."""
-    from edgekit.api import model_ref
+    from edgekit.runtimes.loading import model_ref
 
     path = Path(model)
     ref = model_ref(path)
-    manifest = dict(ref.manifest or {})
-    source = manifest.get("source") or None
-    if config.baseline == "torch" and not (source and source.get("ref")):
+    manifest = ref.manifest
+    recorded = manifest.source if manifest is not None else None
+    if config.baseline == "torch" and not (recorded and recorded.ref):
         raise InputError(
             f"--baseline torch needs an edgekit artifact that records its PyTorch source; {path} has none"
             " (convert it with `edgekit convert`)"
         )
     known = shape_names(ref.inputs)
     shapes = {k: v for k, v in shapes.items() if k in known or not config.lenient_shapes}
-    base = {k: int(v) for k, v in manifest.get("dynamic_dims", {}).items() if k != "batch"}
-    ranges = {k: (int(v[0]), int(v[1])) for k, v in manifest.get("extras", {}).get("int_ranges", {}).items()}
-    ranges = {**default_int_ranges(ref.inputs), **ranges}
+    base = {k: int(v) for k, v in (manifest.dynamic_dims if manifest else {}).items() if k != "batch"}
+    ranges = {**default_int_ranges(ref.inputs), **(manifest.int_ranges if manifest else {})}
     cases = []
     for batch in batches or (None,):
         dims = fit_dims(ref.inputs, shapes, base, batch)
@@ -240,8 +238,9 @@ def plan_model(
     if bsym is not None:
         fidelity_dims[bsym] = max(fidelity_dims[bsym], FIDELITY_BATCH)
     name = path.name if path.is_dir() else path.stem
-    if source is not None:
-        source = {"kind": source.get("kind"), "ref": source.get("ref"), "allow_pickle": config.allow_pickle}
+    source = None
+    if recorded is not None:
+        source = {"kind": recorded.kind, "ref": recorded.ref, "allow_pickle": config.allow_pickle}
     return ModelPlan(path, name, ref, source, ranges, onnx_file_bytes(ref.path), cases, fidelity_dims)
 
 

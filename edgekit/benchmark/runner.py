@@ -20,10 +20,12 @@ import numpy as np
 
 from edgekit.benchmark.facts import machine_facts, method_facts
 from edgekit.benchmark.fidelity import fidelity_report
-from edgekit.benchmark.plan import CACHE_TARGETS, BenchConfig, ModelPlan, plan_models, resolve_targets, torch_available
+from edgekit.benchmark.plan import BASELINES, BenchConfig, ModelPlan, plan_models, resolve_targets, torch_available
 from edgekit.benchmark.results import BenchReport, RoundResult, TargetResult
 from edgekit.benchmark.stats import HIGH_CV, paired_ratio
 from edgekit.fidelity import output_kinds
+from edgekit.runtimes import DEFAULT_TARGET, runtime_capabilities
+from edgekit.runtimes.base import RuntimeCapabilities
 from edgekit.specs import random_feeds
 
 ProgressFn = Callable[[int, int, str], None]  # (finished processes, total, what starts now)
@@ -104,11 +106,16 @@ def _round_from(answer: Mapping[str, Any], index: int) -> RoundResult:
     )
 
 
+def _capabilities(target: str) -> RuntimeCapabilities:
+    """A runtime's declared capabilities; a baseline (torch eager) has none of them."""
+    return RuntimeCapabilities() if target in BASELINES else runtime_capabilities(target)
+
+
 def timing_request(target: str, config: BenchConfig) -> dict[str, Any]:
     """The worker request keys that say how ``target`` is timed under ``config`` (model and feeds come apart)."""
     options = dict(config.target_options.get(target, {}))
-    if target == "openvino" and config.mode == "throughput":
-        options.setdefault("performance_hint", "THROUGHPUT")
+    if config.mode == "throughput":  # e.g. OpenVINO's THROUGHPUT hint, unless the caller set one
+        options = {**_capabilities(target).throughput_options, **options}
     return {
         "target": target,
         "threads": config.threads,
@@ -124,18 +131,21 @@ def timing_request(target: str, config: BenchConfig) -> dict[str, Any]:
 
 
 def _request(plan: ModelPlan, target: str, feeds: Path, config: BenchConfig, batch: int) -> dict[str, Any]:
-    return {
-        **timing_request(target, config),
-        "model": str(plan.path),
-        "source": plan.source,
-        "output_names": [o.name for o in plan.ref.outputs],
-        "feeds": str(feeds),
-        "batch": batch,
-    }
+    request = {**timing_request(target, config), "model": str(plan.path), "feeds": str(feeds), "batch": batch}
+    request["options"] = {**request["options"], **_baseline_options(plan, target)}
+    return request
+
+
+def _baseline_options(plan: ModelPlan, target: str) -> dict[str, Any]:
+    """A baseline Session (torch eager) runs the model's PyTorch source: it is named in its options."""
+    if target not in BASELINES or not plan.source:
+        return {}
+    return {"source": plan.source["ref"], "allow_pickle": plan.source["allow_pickle"]}
 
 
 def _build_rows(plans: list[ModelPlan], targets: list[str], config: BenchConfig, work: Path) -> list[_Row]:
-    """One row per (model, batch, target); TensorRT rows get a private plan cache so the user's stays untouched."""
+    """One row per (model, batch, target); a runtime that caches by default (TensorRT) gets a private cache dir,
+    so the user's cache is neither used nor filled."""
     rows: list[_Row] = []
     order = (["torch"] if config.baseline == "torch" else []) + targets
     for m, plan in enumerate(plans):
@@ -149,8 +159,8 @@ def _build_rows(plans: list[ModelPlan], targets: list[str], config: BenchConfig,
                     model_bytes=None if target == "torch" else plan.model_bytes,
                 )  # fmt: skip
                 row = _Row(result, plan, c, _request(plan, target, feeds, config, case.batch))
-                if target == "tensorrt":
-                    row.request["cache_dir"] = str(work / f"tensorrt_m{m}")
+                if _capabilities(target).caches_by_default:
+                    row.request["cache_dir"] = str(work / f"{target}_m{m}")
                 if config.fidelity and c == 0:
                     row.outputs_path = work / f"out_m{m}_{target}.npz"
                     row.request["fidelity_feeds"] = str(work / f"m{m}_fidelity.npz")
@@ -171,31 +181,32 @@ def _load_outputs(path: Path | None) -> dict[str, np.ndarray] | None:
 def _reference(
     plan: ModelPlan, rows: list[_Row], config: BenchConfig, spawn: _Spawner, work: Path, warnings: list[str]
 ) -> tuple[str, dict[str, np.ndarray]] | None:
-    """Reference outputs for one model: torch when it can be loaded, else ONNX Runtime as stored."""
+    """Reference outputs for one model: torch when it can be loaded, else the default runtime as stored."""
     mine = [r for r in rows if r.plan is plan and r.case == 0]
     by_target = {r.result.target: r for r in mine}
     if "torch" in by_target and by_target["torch"].outputs is not None:
         return "torch", by_target["torch"].outputs
+    default = DEFAULT_TARGET
     if "torch" in by_target:
-        warnings.append(f"{plan.name}: torch baseline failed, fidelity falls back to onnxruntime")
+        warnings.append(f"{plan.name}: torch baseline failed, fidelity falls back to {default}")
     elif plan.source and torch_available():
         answer, outputs = _outputs_only(plan, "torch", mine[0], spawn, work)
         if outputs is not None:
             return "torch", outputs
-        warnings.append(f"{plan.name}: torch reference unavailable ({answer.get('error')}); using onnxruntime")
-    ort = by_target.get("onnxruntime")
-    if ort is not None and ort.outputs is not None and config.precision is None:
-        return "onnxruntime", ort.outputs
+        warnings.append(f"{plan.name}: torch reference unavailable ({answer.get('error')}); using {default}")
+    row = by_target.get(default)
+    if row is not None and row.outputs is not None and config.precision is None:
+        return default, row.outputs
     from edgekit.runtimes import runtime_entry
 
-    if not runtime_entry("onnxruntime").is_available():
-        warnings.append(f"{plan.name}: no fidelity reference (neither torch nor onnxruntime could run it)")
+    if not runtime_entry(default).is_available():
+        warnings.append(f"{plan.name}: no fidelity reference (neither torch nor {default} could run it)")
         return None
-    answer, outputs = _outputs_only(plan, "onnxruntime", mine[0], spawn, work)
+    answer, outputs = _outputs_only(plan, default, mine[0], spawn, work)
     if outputs is None:
-        warnings.append(f"{plan.name}: no fidelity reference: onnxruntime failed ({answer.get('error')})")
+        warnings.append(f"{plan.name}: no fidelity reference: {default} failed ({answer.get('error')})")
         return None
-    return "onnxruntime", outputs
+    return default, outputs
 
 
 def _outputs_only(
@@ -204,7 +215,7 @@ def _outputs_only(
     spawn.total += 1
     path = Path(tempfile.mkdtemp(dir=work)) / f"{target}_reference.npz"
     req = {**like.request, "target": target, "measure": False, "outputs_path": str(path), "precision": None}
-    req["options"] = {}
+    req["options"] = _baseline_options(plan, target)
     req.pop("cache_dir", None)
     answer = spawn(f"{plan.name} · {target} reference outputs", req)
     return answer, _load_outputs(path) if answer.get("ok") else None
@@ -230,7 +241,8 @@ def _run_rounds(rows: list[_Row], config: BenchConfig, spawn: _Spawner) -> None:
 
 
 def _cache_rows(rows: list[_Row]) -> list[_Row]:
-    return [r for r in rows if r.case == 0 and r.result.target in CACHE_TARGETS]
+    """Rows whose runtime has a compile cache: for those, cold and warm start are different numbers."""
+    return [r for r in rows if r.case == 0 and _capabilities(r.result.target).has_compile_cache]
 
 
 def _cache_starts(rows: list[_Row], spawn: _Spawner, work: Path) -> None:
@@ -243,7 +255,7 @@ def _cache_starts(rows: list[_Row], spawn: _Spawner, work: Path) -> None:
         name = f"{row.result.model_name} · {row.result.target}"
         cold = spawn(f"{name} · cold start (empty cache)", req)
         warm = spawn(f"{name} · warm start (cached)", req)
-        kind = {"openvino": "OpenVINO CACHE_DIR", "tensorrt": "TensorRT plan cache"}.get(row.result.target, "cache")
+        kind = _capabilities(row.result.target).compile_cache or "cache"
         if cold.get("ok") and warm.get("ok"):
             cache: dict[str, Any] = {
                 "kind": kind,
@@ -290,7 +302,8 @@ def _fidelity(plans: list[ModelPlan], rows: list[_Row], config: BenchConfig, spa
         if ref is None:
             continue
         name, outputs = ref
-        kinds = output_kinds(plan.ref.outputs, declared=(plan.ref.manifest or {}).get("output_kinds"))
+        manifest = plan.ref.manifest
+        kinds = output_kinds(plan.ref.outputs, declared=manifest.output_kinds if manifest is not None else None)
         first = {r.result.target: r for r in rows if r.plan is plan and r.case == 0}
         for row in (r for r in rows if r.plan is plan):
             src = first.get(row.result.target)
@@ -310,7 +323,7 @@ def run_bench(
     progress: ProgressFn | None = None,
 ) -> BenchReport:
     """Plan (failing fast on bad usage), measure, and assemble the report."""
-    import edgekit
+    from edgekit._version import __version__
     from edgekit.artifact import now_iso
 
     names = resolve_targets(targets)
@@ -336,7 +349,7 @@ def run_bench(
             )
     return BenchReport(
         created=now_iso(),
-        edgekit_version=edgekit.__version__,
+        edgekit_version=__version__,
         parent_pid=os.getpid(),
         method=method_facts(config),
         machine=machine_facts(),

@@ -40,7 +40,7 @@ def reported_errors() -> Iterator[None]:
     except EdgekitError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[red]error:[/red] {escape(one_line(exc))}", soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(one_line(exc, typed=False))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -49,7 +49,7 @@ def reported_errors() -> Iterator[None]:
         if _state["debug"]:
             raise
         err.print(
-            f"[red]internal error:[/red] {type(exc).__name__}: {escape(one_line(exc))} (rerun with --debug)",
+            f"[red]internal error:[/red] {escape(one_line(exc))} (rerun with --debug)",
             soft_wrap=True,
         )
         raise typer.Exit(1) from None

@@ -13,7 +13,7 @@ from edgekit.cli._common import out, print_json, shape_text
 if TYPE_CHECKING:
     import numpy as np
 
-    from edgekit.api import RunResult
+    from edgekit.runtimes.oneshot import RunResult
 
 
 def run_command(
@@ -29,7 +29,7 @@ def run_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Run a model once on a target and show (or save) its outputs."""
-    from edgekit.api import run_once
+    from edgekit.runtimes.oneshot import run_once
     from edgekit.specs import parse_dim_sizes
 
     files, sizes = feed_files_from(inputs), parse_dim_sizes(dims)

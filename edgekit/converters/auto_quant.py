@@ -26,6 +26,7 @@ from edgekit.converters.calibration import CalibrationSet
 from edgekit.converters.quantize import QuantizeOptions, QuantizeResult, quantize_model
 from edgekit.errors import InputError, ValidationError
 from edgekit.fidelity import FidelityTarget, fidelity_metrics, parse_fidelity, run_all
+from edgekit.runtimes import DEFAULT_TARGET
 
 Feeds = dict[str, np.ndarray]
 ProgressFn = Callable[[str], None]
@@ -36,7 +37,13 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "openvino": ("int8",),
     "tensorrt": ("int8-sym", "fp16"),
 }
-DEFAULT_CPU_TARGETS = ("onnxruntime", "openvino")
+
+
+def default_auto_targets() -> list[str]:
+    """Every CPU runtime installed here that auto has candidates for: the registry says which, not a list here."""
+    from edgekit.runtimes import available_targets
+
+    return [t for t in available_targets("cpu") if t in CANDIDATES]
 
 
 def scheme_options(scheme: str, calibration: str) -> QuantizeOptions:
@@ -51,7 +58,7 @@ def scheme_options(scheme: str, calibration: str) -> QuantizeOptions:
 @dataclass(frozen=True)
 class AutoOptions:
     fidelity: FidelityTarget = field(default_factory=lambda: parse_fidelity("cosine>=0.99"))
-    targets: tuple[str, ...] = ("onnxruntime",)
+    targets: tuple[str, ...] = (DEFAULT_TARGET,)
     calibration: str = "minmax"
     latency: BenchConfig = CANDIDATE_TIMING  # how candidates are timed: the bench's method, shorter rounds
     sensitivity_samples: int = 16
@@ -89,7 +96,7 @@ class _Context:
         self.base, self.work, self.data, self.refs, self.opts, self.say = base, work, data, refs, opts, say
 
     def fidelity(self, path: Path, target: str) -> dict[str, float]:
-        from edgekit.api import load, model_ref
+        from edgekit.runtimes.loading import load, model_ref
 
         with load(model_ref(path), target=target) as session:
             return fidelity_metrics(self.refs, run_all(session.run, self.data.heldout), self.opts.output_kinds)

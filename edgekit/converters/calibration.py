@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.artifact import TOKENIZER_FILE
 from edgekit.errors import FeedError, InputError
-from edgekit.specs import TensorSpec
+from edgekit.specs import TensorSpec, check_feeds_fit
 
 Feeds = dict[str, np.ndarray]
 CalibSource = str | os.PathLike | Iterable[Mapping[str, np.ndarray]] | Callable[[], Iterable[Mapping[str, Any]]]
 ARRAY_SUFFIXES = (".npz", ".npy")
-TOKENIZER_CANDIDATES = ("tokenizer/tokenizer.json", "tokenizer.json")
+TOKENIZER_CANDIDATES = (TOKENIZER_FILE, "tokenizer.json")  # in an artifact, then in a bare model directory
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,8 @@ def split_indices(n: int, holdout: int, seed: int) -> tuple[list[int], list[int]
 
 def check_feeds(feeds: Mapping[str, Any], inputs: Sequence[TensorSpec], where: str) -> None:
     """Names, dtypes, ranks and fixed dims must match the model, exactly as a Session would demand."""
-    from edgekit.runtimes.base import _compile_checks, validate_feeds
-
     try:
-        validate_feeds(_compile_checks(tuple(inputs)), frozenset(s.name for s in inputs), feeds)
+        check_feeds_fit(inputs, feeds)
     except FeedError as exc:
         raise InputError(f"{where}: {exc}") from None
 

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.artifact import Stage
+from edgekit.artifact import TOKENIZER_FILE, Stage
 from edgekit.errors import InputError
+from edgekit.runtimes import DEFAULT_TARGET
 
 if TYPE_CHECKING:
     from edgekit.sources import LoadedSource
@@ -33,7 +34,7 @@ class CompressRequest:
     prune_kind: str = "structured"
     prune_heads: float | None = None
     prune_importance: str = "l1"
-    prune_target: str = "onnxruntime"
+    prune_target: str = DEFAULT_TARGET
     distill_data: str | Path | None = None
     distill_epochs: int = 3
     distill_steps: int | None = None
@@ -131,7 +132,7 @@ def _distill(src: LoadedSource, student: Any, request: CompressRequest, say: Pro
 
     assert src.example_inputs is not None
     specs = specs_from_examples(src.example_inputs, src.dynamic_dims)
-    tokenizer = src.extra_files.get("tokenizer/tokenizer.json")
+    tokenizer = src.extra_files.get(TOKENIZER_FILE)
     rows = rows_from_path(request.distill_data, specs, tokenizer)  # type: ignore[arg-type]
     if len(rows) < 2:
         raise InputError(f"distillation data {request.distill_data} has {len(rows)} sample(s); need at least 2")

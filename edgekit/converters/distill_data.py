@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgekit.artifact import TOKENIZER_FILE
 from edgekit.converters.calibration import CalibrationOptions, check_feeds, load_calibration
 from edgekit.errors import InputError
 from edgekit.sources.examples import forward_params
@@ -328,8 +329,7 @@ def load_pair_and_data(
 
 
 def _shared_tokenizer(teacher_files: Mapping[str, Path], student_files: Mapping[str, Path]) -> Path | None:
-    key = "tokenizer/tokenizer.json"
-    t, s = teacher_files.get(key), student_files.get(key)
+    t, s = teacher_files.get(TOKENIZER_FILE), student_files.get(TOKENIZER_FILE)
     if t is not None and s is not None and t.read_bytes() != s.read_bytes():
         raise InputError(f"teacher and student tokenizers differ ({t} vs {s}); distillation needs the same tokens")
     return t or s

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from edgekit.errors import InputError
-from edgekit.sources._util import describe
+from edgekit.errors import InputError, one_line
 
 CHECKPOINT = "last.pt"
 FORMAT = 1
@@ -89,7 +88,7 @@ def load_checkpoint(directory: str | os.PathLike[str], fingerprint: dict[str, An
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"cannot read checkpoint {path}: {describe(exc)}") from exc
+        raise InputError(f"cannot read checkpoint {path}: {one_line(exc)}") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError(f"{path} is not an edgekit distillation checkpoint (format {FORMAT})")
     for key, value in fingerprint.items():

@@ -48,8 +48,7 @@ from edgekit.converters.distill_state import (
     progress_bar,
     save_atomically,
 )
-from edgekit.errors import InputError
-from edgekit.sources._util import describe
+from edgekit.errors import InputError, one_line
 from edgekit.specs import TensorSpec
 
 METRIC_KEYS = ("accuracy", "agreement", "cosine", "teacher_accuracy")
@@ -363,7 +362,7 @@ class Trainer:
             self.model.load_state_dict(state["model"])
         except RuntimeError as exc:
             raise InputError(
-                f"checkpoint in {self.o.checkpoint_dir} does not fit this student: {describe(exc)}"
+                f"checkpoint in {self.o.checkpoint_dir} does not fit this student: {one_line(exc)}"
             ) from exc
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -403,7 +402,7 @@ def _fitted_call(model: nn.Module, batch: Batch, role: str) -> Any:
         return run_model(model, batch.feeds)
     except Exception as exc:
         inputs = describe_feeds(batch.feeds)
-        raise InputError(f"distillation data does not fit the {role} ({inputs}): {describe(exc)}") from exc
+        raise InputError(f"distillation data does not fit the {role} ({inputs}): {one_line(exc)}") from exc
 
 
 def _device_of(module: nn.Module) -> torch.device:

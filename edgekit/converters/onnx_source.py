@@ -6,8 +6,8 @@ tokenizer), its tokenizer and valid integer input ranges come along.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.artifact import MANIFEST_NAME, TOKENIZER_DIR, read_manifest
 from edgekit.converters.calibration import find_tokenizer
 from edgekit.converters.validate import Case
+from edgekit.errors import ArtifactError
+from edgekit.runtimes import DEFAULT_TARGET
 from edgekit.specs import TensorSpec, random_feeds
 
 Feeds = dict[str, np.ndarray]
@@ -46,13 +49,9 @@ def load_onnx_source(path: Path) -> OnnxSource:
     proto = read_onnx(path)
     inputs, outputs = io_specs(proto)
     ranges: dict[str, tuple[int, int]] = {}
-    manifest = path.parent / "edgekit.json"
-    if manifest.is_file():
-        try:
-            extras = json.loads(manifest.read_text()).get("extras", {})
-            ranges = {k: (int(v[0]), int(v[1])) for k, v in extras.get("int_ranges", {}).items()}
-        except (ValueError, TypeError, KeyError, IndexError):
-            ranges = {}
+    if (path.parent / MANIFEST_NAME).is_file():
+        with contextlib.suppress(ArtifactError):  # a damaged manifest next to the file only costs the ranges
+            ranges = read_manifest(path.parent).int_ranges
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return OnnxSource(path, inputs, outputs, opset_of(proto), digest, ranges, find_tokenizer(path.parent))
 
@@ -71,17 +70,17 @@ def copy_model(src: OnnxSource, dst: Path) -> None:
 def copy_tokenizer(src: OnnxSource, artifact: Path) -> None:
     if src.tokenizer is None:
         return
-    (artifact / "tokenizer").mkdir(exist_ok=True)
+    (artifact / TOKENIZER_DIR).mkdir(exist_ok=True)
     for f in src.tokenizer.parent.iterdir():
-        if f.is_file() and (f.suffix in (".json", ".txt", ".model") and f.name != "edgekit.json"):
-            shutil.copy2(f, artifact / "tokenizer" / f.name)
+        if f.is_file() and (f.suffix in (".json", ".txt", ".model") and f.name != MANIFEST_NAME):
+            shutil.copy2(f, artifact / TOKENIZER_DIR / f.name)
 
 
 def onnx_reference(path: Path) -> Callable[[Feeds], dict[str, np.ndarray]]:
-    """Outputs of the FP32 model on ONNX Runtime's CPU provider: the reference for an ONNX source."""
-    from edgekit.api import load, model_ref
+    """Outputs of the FP32 model on the default runtime (ONNX Runtime's CPU provider): an ONNX source's reference."""
+    from edgekit.runtimes.loading import load, model_ref
 
-    session = load(model_ref(path), target="onnxruntime")
+    session = load(model_ref(path), target=DEFAULT_TARGET)
     return lambda feeds: session.run(feeds)
 
 

@@ -31,7 +31,7 @@ from edgekit.converters.validate import Case, TargetReport, build_cases, check_s
 from edgekit.converters.variants import QuantizeRequest, build_variants
 from edgekit.errors import EdgekitError, ExportError, InputError, ValidationError
 from edgekit.fidelity import TOLERANCES, output_kinds
-from edgekit.runtimes import session_class
+from edgekit.runtimes import DEFAULT_TARGET, session_class
 from edgekit.runtimes.base import ModelRef, SessionConfig
 from edgekit.specs import TensorSpec
 
@@ -78,7 +78,7 @@ def convert(
     request = QuantizeRequest(quantize, calib_data, calib_samples, calibration, fidelity, tuple(targets))
     options = ExportOptions(opset=opset, exporter=exporter, input_specs=tuple(input_specs), dim_sizes=dim_sizes or {})
     variant_targets = request.variant_targets() if request.active else []
-    targets = list(dict.fromkeys(["onnxruntime", *validate_targets, *targets, *variant_targets]))
+    targets = list(dict.fromkeys([DEFAULT_TARGET, *validate_targets, *targets, *variant_targets]))
     for t in targets:
         session_class(t)  # unknown or missing runtimes fail now, before the slow work
     from edgekit.converters.onnx_source import is_onnx_source
@@ -122,7 +122,7 @@ def convert(
         else:
             variants, precisions = {}, {}
         manifest = Manifest(
-            source=Source(kind=src.kind, ref=src.ref, sha256=src.sha256),
+            source=Source(kind=src.kind, ref=src.ref, sha256=src.sha256, metadata=src.metadata),
             inputs=[s.to_dict() for s in plan.inputs],
             outputs=[s.to_dict() for s in plan.outputs],
             output_kinds=out_kinds,
@@ -143,7 +143,7 @@ def convert(
             validation={t: r.to_dict() for t, r in reports.items()},
             libraries=library_versions(),
             platform=platform_facts(),
-            extras={"int_ranges": {k: list(v) for k, v in plan.int_ranges.items()}, "source": src.metadata},
+            int_ranges=plan.int_ranges,
         )
         say("writing artifact")
         return write_manifest(tmp, manifest)
@@ -161,14 +161,14 @@ def _export_until_valid(
         say(f"exporting with the {exporter} exporter (opset {options.opset})")
         try:
             export_onnx(module, plan, path, exporter, options.opset)
-            say("checking parity on onnxruntime")
-            report = _check_target(path, plan, "onnxruntime", cases, kinds)
+            say(f"checking parity on {DEFAULT_TARGET}")
+            report = _check_target(path, plan, DEFAULT_TARGET, cases, kinds)
         except EdgekitError as exc:
             attempts.append({"exporter": exporter, "result": str(exc)})
             continue
         if report.passed:
             attempts.append({"exporter": exporter, "result": "ok"})
-            return exporter, attempts, {"onnxruntime": report}
+            return exporter, attempts, {DEFAULT_TARGET: report}
         attempts.append({"exporter": exporter, "result": f"parity failed: {report.failure}"})
         failed_gate = failed_gate or report
     if failed_gate is not None:
@@ -248,7 +248,7 @@ def _convert_onnx(
             validation={t: r.to_dict() for t, r in {**reports, **(result.reports if result else {})}.items()},
             libraries=library_versions(),
             platform=platform_facts(),
-            extras={"int_ranges": {k: list(v) for k, v in src.int_ranges.items()}},
+            int_ranges=src.int_ranges,
         )
         say("writing artifact")
         return write_manifest(tmp, manifest)

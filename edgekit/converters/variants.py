@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.artifact import Stage
+from edgekit.artifact import MODEL_NAME, Stage
 from edgekit.converters.calibration import (
     CalibrationOptions,
     CalibrationSet,
@@ -35,6 +35,7 @@ from edgekit.converters.quantize import (
 from edgekit.converters.validate import Case, TargetReport, check_session, require_passed
 from edgekit.errors import InputError, ValidationError
 from edgekit.fidelity import FidelityTarget, fidelity_metrics, parse_fidelity, run_all
+from edgekit.runtimes import DEFAULT_TARGET
 from edgekit.specs import TensorSpec
 
 Feeds = dict[str, np.ndarray]
@@ -82,13 +83,13 @@ class QuantizeRequest:
         return parse_fidelity("cosine>=0.99") if self.mode == "auto" else None
 
     def variant_targets(self) -> list[str]:
-        """Auto: the named targets, else every CPU runtime installed here; otherwise ONNX Runtime plus those named."""
+        """Auto: the named targets, else every CPU runtime installed here; otherwise the default runtime plus those
+        named."""
         if self.mode == "auto" and not self.targets:
-            from edgekit.converters.auto_quant import DEFAULT_CPU_TARGETS
-            from edgekit.runtimes import runtime_entry
+            from edgekit.converters.auto_quant import default_auto_targets
 
-            return [t for t in DEFAULT_CPU_TARGETS if runtime_entry(t).is_available()]
-        return list(dict.fromkeys(self.targets if self.mode == "auto" else ["onnxruntime", *self.targets]))
+            return default_auto_targets()
+        return list(dict.fromkeys(self.targets if self.mode == "auto" else [DEFAULT_TARGET, *self.targets]))
 
 
 @dataclass
@@ -103,10 +104,10 @@ def build_variants(
     artifact: Path, request: QuantizeRequest, inputs: Sequence[TensorSpec], reference: Reference,
     gate_cases: Sequence[Case], tokenizer: Path | None, kinds: Mapping[str, str], say: ProgressFn,
 ) -> VariantsResult:  # fmt: skip
-    """Quantize ``artifact/model.onnx`` as requested, gate every variant, and describe it all as a Stage.
+    """Quantize the artifact's base model as requested, gate every variant, and describe it all as a Stage.
 
     ``kinds`` says which outputs are classifiers, embeddings or plain tensors (what top-1 applies to)."""
-    base = artifact / "model.onnx"
+    base = artifact / MODEL_NAME
     ensure_node_names(base)
     data = _calibration(request, inputs, tokenizer, say)
     refs = [reference(f) for f in data.heldout] if data is not None else []
@@ -187,7 +188,7 @@ def latency_feeds(data: CalibrationSet) -> Feeds:
 def _heldout_fidelity(
     path: Path, target: str, heldout: Sequence[Feeds], refs: Sequence[dict], kinds: Mapping[str, str]
 ) -> dict[str, float]:
-    from edgekit.api import load, model_ref
+    from edgekit.runtimes.loading import load, model_ref
 
     with load(model_ref(path), target=target) as session:
         return fidelity_metrics(refs, run_all(session.run, heldout), kinds)
@@ -196,11 +197,11 @@ def _heldout_fidelity(
 def _gate(
     artifact: Path, variants: Mapping[str, str], cases: Sequence[Case], kinds: Mapping[str, str], say: ProgressFn
 ) -> dict:
-    from edgekit.api import load, model_ref
+    from edgekit.runtimes.loading import load, model_ref
 
     reports = {}
     for target, file in variants.items():
-        if file == "model.onnx":
+        if file == MODEL_NAME:
             continue  # the FP32 model passed the export gate on every target already
         say(f"validating {file} on {target}")
         with load(model_ref(artifact / file), target=target) as session:

@@ -5,6 +5,10 @@ register a ``Session`` subclass under the ``edgekit.runtimes`` entry-point group
 
     [project.entry-points."edgekit.runtimes"]
     mybackend = "mypkg.edgekit_backend:MySession"
+
+What a runtime can do (device kinds, compile cache, throughput options) is declared on its Session class as
+``capabilities`` and read with :func:`runtime_capabilities`. :data:`DEFAULT_TARGET` is the runtime every
+install has: the default of ``edgekit.load`` and the reference that conversions are gated on first.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 from edgekit.errors import RuntimeUnavailableError, UnknownTargetError
 
 if TYPE_CHECKING:
-    from edgekit.runtimes.base import Session
+    from edgekit.runtimes.base import RuntimeCapabilities, Session
 
 ENTRY_POINT_GROUP = "edgekit.runtimes"
+DEFAULT_TARGET = "onnxruntime"  # a base dependency: always installed, runs everywhere, the reference runtime
 
 
 @dataclass(frozen=True)
@@ -81,10 +86,24 @@ BUILTIN_RUNTIMES: tuple[RuntimeEntry, ...] = (
 )
 
 
+# Sessions that time or check against the original model, never deployed: reachable by name (session_class),
+# never listed as targets. Registered by import path so this package never imports the torch-side code.
+BASELINE_RUNTIMES: tuple[RuntimeEntry, ...] = (
+    RuntimeEntry(
+        name="torch",
+        target="edgekit.converters.torch_session:TorchSession",
+        requires=("torch",),
+        distribution="torch",
+        install="pip install 'edgekit[convert]'",
+        description="PyTorch eager (the baseline and reference; not a device target)",
+    ),
+)
+
+
 @cache
 def _entry_point_runtimes() -> tuple[RuntimeEntry, ...]:
     found = []
-    builtin = {r.name for r in BUILTIN_RUNTIMES}
+    builtin = {r.name for r in BUILTIN_RUNTIMES + BASELINE_RUNTIMES}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in builtin:
             continue
@@ -109,8 +128,9 @@ def registered_runtimes() -> tuple[RuntimeEntry, ...]:
 
 
 def runtime_entry(name: str) -> RuntimeEntry:
-    """The registry entry for ``name``; :class:`UnknownTargetError` lists the known names."""
-    for entry in BUILTIN_RUNTIMES:
+    """The registry entry for ``name`` (a baseline such as ``torch`` too); :class:`UnknownTargetError` lists
+    the known targets."""
+    for entry in BUILTIN_RUNTIMES + BASELINE_RUNTIMES:
         if entry.name == name:
             return entry
     for entry in _entry_point_runtimes():
@@ -120,9 +140,25 @@ def runtime_entry(name: str) -> RuntimeEntry:
     raise UnknownTargetError(f"unknown target {name!r}; known targets: {known}")
 
 
-def available_targets() -> list[str]:
-    """Names of the runtimes whose packages are installed here (imports none of them)."""
-    return [r.name for r in registered_runtimes() if r.is_available()]
+def available_targets(device_kind: str | None = None) -> list[str]:
+    """Names of the runtimes whose packages are installed here; with ``device_kind`` (``cpu``, ``gpu``, ``npu``)
+    only those that can run on that kind of device.
+
+    Imports none of the runtimes' packages; filtering by kind reads :func:`runtime_capabilities`.
+    """
+    names = [r.name for r in registered_runtimes() if r.is_available()]
+    if device_kind is None:
+        return names
+    return [n for n in names if device_kind in runtime_capabilities(n).device_kinds]
+
+
+def runtime_capabilities(name: str) -> RuntimeCapabilities:
+    """What runtime ``name`` can do, from its Session class (declared, so no model needs loading).
+
+    Imports the Session's module: for the built-in runtimes that module imports its runtime package (openvino,
+    tensorrt) only when a model loads.
+    """
+    return session_class(name).capabilities
 
 
 def session_class(name: str) -> type[Session]:

@@ -1,23 +1,32 @@
-"""The Session contract every runtime implements, and the one feed check they all share.
+"""The Session contract every runtime implements; the one feed check they all share is in :mod:`edgekit.specs`.
 
 The shape follows Polygraphy's runners: the base validates inputs once, then calls the backend's own
 ``_infer``; loading and closing are explicit. Feed validation is precompiled per input so it costs a few
 microseconds per call (``benchmarks/overhead.py`` measures it against the bare backend call).
+
+A runtime also declares what it can do (:class:`RuntimeCapabilities`: device kinds, compile cache, the
+options that suit throughput) and may override :meth:`Session.run_throughput` with its own asynchronous
+API, so callers such as the benchmark decide by capability and never by comparing target names.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from edgekit.errors import FeedError, InputError
-from edgekit.specs import TensorSpec
+from edgekit.errors import InputError
+from edgekit.specs import TensorSpec, compile_feed_checks, validate_feeds
+
+if TYPE_CHECKING:
+    from edgekit.artifact import Manifest
 
 
 @dataclass(frozen=True)
@@ -37,18 +46,50 @@ class SessionConfig:
 
 @dataclass(frozen=True)
 class ModelRef:
-    """An ONNX model ready to hand to a runtime: its file and its IO specs."""
+    """An ONNX model ready to hand to a runtime: its file, its IO specs, and its artifact's manifest if any."""
 
     path: Path
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     precision: str = "fp32"
-    manifest: Mapping[str, Any] | None = None
+    manifest: Manifest | None = None  # None for a bare .onnx file
+
+
+DEVICE_KINDS = ("cpu", "gpu", "npu")
+
+
+def device_kind_of(device: str) -> str:
+    """The kind (``cpu``, ``gpu``, ``npu``) of a device as a runtime names it (``CPU``, ``GPU.1``, ``cuda:0``)."""
+    name = device.strip().lower()
+    if name.startswith(("gpu", "cuda", "tensorrt", "rocm", "dml")):
+        return "gpu"
+    if name.startswith("npu"):
+        return "npu"
+    return "cpu"
+
+
+@dataclass(frozen=True)
+class RuntimeCapabilities:
+    """What a runtime can do, known before any model loads: callers decide by these, not by target name."""
+
+    device_kinds: tuple[str, ...] = ("cpu",)  # the kinds of device it can run on, first the one it uses by default
+    compile_cache: str | None = None  # what its compile cache is called ("OpenVINO CACHE_DIR"); None: none
+    caches_by_default: bool = False  # writes a persistent cache even when no cache_dir is given (TensorRT)
+    throughput_options: Mapping[str, Any] = field(default_factory=dict)  # load options that suit throughput
+
+    @property
+    def has_compile_cache(self) -> bool:
+        """A second load of the same model can be faster than the first: cold and warm start differ."""
+        return self.compile_cache is not None
 
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """Facts about a live session, for reports: what actually runs, not what was asked."""
+    """Facts about a live session, for reports: what actually runs, not what was asked.
+
+    ``threads`` is the intra-op thread count read back from the runtime (``None`` where the notion does not
+    apply, e.g. a GPU engine); ``device_kind`` is ``cpu``, ``gpu`` or ``npu``.
+    """
 
     target: str
     device: str
@@ -57,11 +98,13 @@ class SessionInfo:
     providers: tuple[str, ...] = ()
     threads: int | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    device_kind: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "target": self.target,
             "device": self.device,
+            "device_kind": self.device_kind,
             "precision": self.precision,
             "backend_version": self.backend_version,
             "providers": list(self.providers),
@@ -71,75 +114,32 @@ class SessionInfo:
 
 
 @dataclass(frozen=True)
-class _InputCheck:
-    name: str
-    dtype: np.dtype
-    rank: int
-    fixed: tuple[tuple[int, int], ...]  # (axis, size)
-    symbolic: tuple[tuple[int, str], ...]  # (axis, symbol)
-    spec: TensorSpec
+class ThroughputRun:
+    """What :meth:`Session.run_throughput` did: per-request latencies, wall time, and how requests were issued."""
 
+    latencies_ns: list[int]
+    elapsed_s: float
+    api: str  # "synchronous loop (one request at a time)", "openvino AsyncInferQueue", ...
+    requests_in_flight: int
+    details: Mapping[str, Any] = field(default_factory=dict)  # backend facts such as the number of streams
 
-def _compile_checks(specs: tuple[TensorSpec, ...]) -> tuple[_InputCheck, ...]:
-    checks = []
-    for s in specs:
-        dtype = np.dtype("float32") if s.dtype == "bfloat16" else np.dtype(s.dtype)
-        fixed = tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, int))
-        symbolic = tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, str))
-        checks.append(_InputCheck(s.name, dtype, s.rank, fixed, symbolic, s))
-    return tuple(checks)
-
-
-def validate_feeds(checks: tuple[_InputCheck, ...], names: frozenset[str], feeds: Mapping[str, Any]) -> None:
-    """Raise :class:`FeedError` naming the input and its expected spec when ``feeds`` does not fit."""
-    if feeds.keys() != names:
-        missing = sorted(names - feeds.keys())
-        unknown = sorted(set(feeds.keys()) - names)
-        expected = "; ".join(c.spec.describe() for c in checks)
-        if unknown:
-            raise FeedError(f"unknown input {unknown[0]!r}; the model's inputs are: {expected}")
-        raise FeedError(f"missing input {missing[0]!r}; the model's inputs are: {expected}")
-    seen: dict[str, tuple[int, str]] = {}
-    for c in checks:
-        value = feeds[c.name]
-        if not isinstance(value, np.ndarray):
-            raise FeedError(
-                f"input {c.name!r}: expected a numpy array ({c.spec.describe()}), got {type(value).__name__}"
-            )
-        if value.dtype != c.dtype:
-            raise FeedError(
-                f"input {c.name!r}: expected dtype {c.dtype.name}, got {value.dtype.name} ({c.spec.describe()})"
-            )
-        shape = value.shape
-        if len(shape) != c.rank:
-            raise FeedError(f"input {c.name!r}: expected rank {c.rank}, got shape {list(shape)} ({c.spec.describe()})")
-        for axis, size in c.fixed:
-            if shape[axis] != size:
-                raise FeedError(
-                    f"input {c.name!r}: dim {axis} must be {size}, got shape {list(shape)} ({c.spec.describe()})"
-                )
-        for axis, sym in c.symbolic:
-            size = shape[axis]
-            if size == 0:
-                raise FeedError(f"input {c.name!r}: dim {axis} ({sym}) is empty, got shape {list(shape)}")
-            prev = seen.get(sym)
-            if prev is None:
-                seen[sym] = (size, c.name)
-            elif prev[0] != size:
-                raise FeedError(f"input {c.name!r}: dim {sym!r} is {size} but input {prev[1]!r} has {sym}={prev[0]}")
+    def facts(self) -> dict[str, Any]:
+        """``api``, ``infer_requests`` and the backend's details, as a report records them."""
+        return {"api": self.api, "infer_requests": self.requests_in_flight, **self.details}
 
 
 class Session(ABC):
     """A loaded model on one runtime. ``run`` validates feeds, then calls the backend's ``_infer``."""
 
     target: ClassVar[str] = ""
+    capabilities: ClassVar[RuntimeCapabilities] = RuntimeCapabilities()
 
     def __init__(self, model: ModelRef, config: SessionConfig) -> None:
         self.model = model
         self.config = config
         self.inputs: list[TensorSpec] = list(model.inputs)
         self.outputs: list[TensorSpec] = list(model.outputs)
-        self._checks = _compile_checks(model.inputs)
+        self._checks = compile_feed_checks(model.inputs)
         self._names = frozenset(s.name for s in model.inputs)
         self._closed = False
         self._load()
@@ -172,6 +172,31 @@ class Session(ABC):
             raise InputError(f"{self.target} session is closed")
         validate_feeds(self._checks, self._names, feeds)
         return self._infer(feeds)
+
+    def run_throughput(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        *,
+        min_requests: int,
+        min_seconds: float = 0.0,
+        max_requests: int | None = None,
+    ) -> ThroughputRun:
+        """Run ``feeds`` over and over until at least ``min_requests`` ran and ``min_seconds`` passed.
+
+        For items/s rather than single-stream latency. This default runs one request at a time through
+        :meth:`run`; a backend with an asynchronous API overrides it to keep several requests in flight.
+        ``max_requests`` caps the count (``None``: no cap beyond the two minimums).
+        """
+        run, clock = self.run, time.perf_counter_ns
+        cap = max_requests if max_requests is not None else sys.maxsize
+        samples: list[int] = []
+        begin = clock()
+        deadline = begin + int(min_seconds * 1e9)
+        while len(samples) < cap and (len(samples) < min_requests or clock() < deadline):
+            t0 = clock()
+            run(feeds)
+            samples.append(clock() - t0)
+        return ThroughputRun(samples, (clock() - begin) / 1e9, "synchronous loop (one request at a time)", 1)
 
     def validate(self, feeds: Mapping[str, Any]) -> None:
         """Check feeds without running them."""

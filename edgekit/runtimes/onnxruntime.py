@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit.errors import BackendError, InputError, ModelFormatError, RuntimeUnavailableError
-from edgekit.runtimes.base import Session, SessionInfo
+from edgekit.runtimes.base import RuntimeCapabilities, Session, SessionInfo, device_kind_of
 
 _DEVICE_PROVIDERS: dict[str, tuple[str, str]] = {
     # device -> (execution provider, package that brings it)
@@ -45,10 +48,28 @@ def providers_for(device: str | None, available: list[str]) -> list[str | tuple[
     return chain
 
 
+@cache
+def physical_core_count() -> int:
+    """Physical cores of this machine: ONNX Runtime's default intra-op thread count.
+
+    ORT sizes its default pool from the machine's cores (cpuinfo), not from the process's CPU affinity;
+    measured here, a process pinned to one of two cores still got a pool of two. SMT siblings count once.
+    """
+    cores = set()
+    for topology in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/topology"):
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            cores.add((package, (topology / "core_id").read_text().strip()))
+        except OSError:
+            continue
+    return len(cores) or os.cpu_count() or 1
+
+
 class OnnxRuntimeSession(Session):
     """An ``onnxruntime.InferenceSession``; reports the providers ONNX Runtime actually assigned."""
 
     target = "onnxruntime"
+    capabilities = RuntimeCapabilities(device_kinds=("cpu", "gpu"))
 
     def _load(self) -> None:
         import onnxruntime as ort
@@ -95,18 +116,33 @@ class OnnxRuntimeSession(Session):
             raise BackendError(f"onnxruntime run failed: {str(exc).strip().splitlines()[0]}") from exc
         return dict(zip(self._output_names, values, strict=True))
 
+    def effective_threads(self) -> tuple[int, str]:
+        """The intra-op thread count ONNX Runtime runs with, and where that number comes from."""
+        configured = int(self._sess.get_session_options().intra_op_num_threads)
+        if configured > 0:
+            return configured, "session options"
+        return physical_core_count(), "ONNX Runtime default: one per physical core"
+
     def info(self) -> SessionInfo:
         providers = tuple(self._sess.get_providers())
         device = "cpu" if providers[0] == "CPUExecutionProvider" else (self.config.device or providers[0])
+        threads, source = self.effective_threads()
         return SessionInfo(
             target=self.target,
             device=device,
+            device_kind=self._device_kind(providers[0]),
             precision=self.model.precision,
             backend_version=self._version,
             providers=providers,
-            threads=self.config.threads,
-            details={"graph_optimization_level": self._level},
+            threads=threads,
+            details={"graph_optimization_level": self._level, "threads_from": source},
         )
+
+    def _device_kind(self, provider: str) -> str:
+        if provider == "OpenVINOExecutionProvider":  # its device comes from the provider's own options
+            options = self._sess.get_provider_options().get(provider, {})
+            return device_kind_of(str(options.get("device_type", "CPU")))
+        return device_kind_of(provider.removesuffix("ExecutionProvider"))
 
     def _close(self) -> None:
         del self._sess

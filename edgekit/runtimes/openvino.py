@@ -1,11 +1,14 @@
 """OpenVINO backend: CPU/GPU/NPU/AUTO, latency or throughput hint, pinned or reported precision, CACHE_DIR.
 
 On CPUs with native bf16 the CPU plugin runs FP32 models in bf16 unless told otherwise; the session always
-reports the effective ``INFERENCE_PRECISION_HINT`` so a report never hides that.
+reports the effective ``INFERENCE_PRECISION_HINT`` so a report never hides that. Throughput runs use
+OpenVINO's own ``AsyncInferQueue`` with the plugin's optimal number of requests.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -13,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import BackendError, InputError, ModelFormatError, RuntimeUnavailableError
-from edgekit.runtimes.base import Session, SessionInfo
+from edgekit.runtimes.base import RuntimeCapabilities, Session, SessionInfo, ThroughputRun, device_kind_of
 
 OPTION_KEYS = frozenset({"performance_hint", "num_streams", "num_requests", "config"})
 _PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
@@ -72,9 +75,14 @@ def compile_config(
 
 
 class OpenVINOSession(Session):
-    """An OpenVINO compiled model with one synchronous infer request."""
+    """An OpenVINO compiled model with one synchronous infer request (and an async queue for throughput)."""
 
     target = "openvino"
+    capabilities = RuntimeCapabilities(
+        device_kinds=("cpu", "gpu", "npu"),
+        compile_cache="OpenVINO CACHE_DIR",
+        throughput_options={"performance_hint": "THROUGHPUT"},
+    )
 
     def _load(self) -> None:
         import openvino as ov
@@ -92,6 +100,8 @@ class OpenVINOSession(Session):
         except Exception as exc:
             raise BackendError(f"openvino failed to compile for {self._device}: {_first_line(exc)}") from exc
         self._request = self._compiled.create_infer_request()
+        self._queue: Any = None  # the AsyncInferQueue, made on the first throughput run and kept for the next
+        self._latencies: list[int] = []
         self._output_names = [o.name for o in self.outputs]
         self._version = ov.get_version()
 
@@ -104,7 +114,7 @@ class OpenVINOSession(Session):
 
     @property
     def compiled_model(self) -> Any:
-        """The ``ov.CompiledModel``, for async/throughput use (``AsyncInferQueue``)."""
+        """The ``ov.CompiledModel``, for OpenVINO-specific calls; throughput runs go through ``run_throughput``."""
         return self._compiled
 
     def inference_precision(self) -> str:
@@ -114,6 +124,61 @@ class OpenVINOSession(Session):
         except Exception:  # not every device exposes it
             return "unknown"
         return value.to_string() if hasattr(value, "to_string") else str(value)
+
+    def inference_threads(self) -> int | None:
+        """``INFERENCE_NUM_THREADS`` of the compiled model: the threads OpenVINO chose, asked for or not."""
+        try:
+            return int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
+        except Exception:  # GPU and NPU plugins do not have it
+            return None
+
+    def run_throughput(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        *,
+        min_requests: int,
+        min_seconds: float = 0.0,
+        max_requests: int | None = None,
+    ) -> ThroughputRun:
+        """Keep the plugin's optimal number of requests in flight through an ``AsyncInferQueue``.
+
+        Latencies run from ``start_async`` to the request's callback, so they include time queued behind
+        other requests. Runs at least as many requests as the queue holds.
+        """
+        if self._closed:
+            raise InputError(f"{self.target} session is closed")
+        self.validate(feeds)
+        queue = self._async_queue()
+        jobs = len(queue)
+        latencies = self._latencies
+        latencies.clear()
+        count = max(min_requests, jobs)
+        cap = max(max_requests, jobs) if max_requests is not None else None
+        clock = time.perf_counter_ns
+        begin = clock()
+        deadline, sent = begin + int(min_seconds * 1e9), 0
+        try:
+            while (cap is None or sent < cap) and (sent < count or clock() < deadline):
+                queue.start_async(feeds, userdata=clock())
+                sent += 1
+            queue.wait_all()
+        except Exception as exc:
+            raise BackendError(f"openvino async run failed: {_first_line(exc)}") from exc
+        elapsed = (clock() - begin) / 1e9
+        details: dict[str, Any] = {}
+        with contextlib.suppress(Exception):
+            details["streams"] = int(self._compiled.get_property("NUM_STREAMS"))
+        return ThroughputRun(list(latencies), elapsed, "openvino AsyncInferQueue", jobs, details)
+
+    def _async_queue(self) -> Any:
+        if self._queue is None:
+            import openvino as ov
+
+            jobs = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self._queue = ov.AsyncInferQueue(self._compiled, max(jobs, 1))
+            latencies, clock = self._latencies, time.perf_counter_ns
+            self._queue.set_callback(lambda _request, started: latencies.append(clock() - started))
+        return self._queue
 
     def info(self) -> SessionInfo:
         hint = self.inference_precision()
@@ -126,17 +191,23 @@ class OpenVINOSession(Session):
                 details[prop.lower()] = value if isinstance(value, int | list) else str(value)
             except Exception:
                 continue
+        executing = details.get("execution_devices")
+        first = executing[0] if isinstance(executing, list) and executing else self._device
         return SessionInfo(
             target=self.target,
             device=self._device,
+            device_kind=device_kind_of(str(first)),
             precision=precision,
             backend_version=self._version,
             providers=(self._device,),
-            threads=self.config.threads,
+            threads=self.inference_threads(),
             details=details,
         )
 
     def _close(self) -> None:
+        if self._queue is not None:
+            self._queue.wait_all()
+            self._queue = None
         del self._request
         del self._compiled
 

@@ -10,7 +10,7 @@ torch.
 Modules: ``kinds`` (what a reference names), ``factories`` (FILE.py:FUNCTION, package.module:FUNCTION),
 ``torchfiles`` (.pt2, TorchScript, pickle), ``huggingface`` and ``sentence_transformers`` (model
 directories), ``wrappers`` (the nn.Module classes built on first use), ``examples`` (inputs keyed by
-``forward``'s parameters), ``_util`` (hashing, JSON, error text).
+``forward``'s parameters), ``_util`` (hashing, JSON); one-line error text is ``edgekit.errors.one_line``.
 """
 
 from __future__ import annotations

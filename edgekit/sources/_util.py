@@ -1,4 +1,4 @@
-"""Small helpers every source loader shares: one-line error text, JSON reading, file hashes, eval mode."""
+"""Small helpers every source loader shares: JSON reading, file hashes, eval mode."""
 
 from __future__ import annotations
 
@@ -8,18 +8,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import SourceError
+from edgekit.errors import SourceError, one_line
 
 if TYPE_CHECKING:
     import torch
 
 _WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: first line of the message``, for one-line errors."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def read_json(path: Path) -> Any:
@@ -28,7 +22,7 @@ def read_json(path: Path) -> Any:
     except FileNotFoundError as exc:
         raise SourceError(f"{path} does not exist") from exc
     except (OSError, ValueError) as exc:
-        raise SourceError(f"cannot read {path}: {describe(exc)}") from exc
+        raise SourceError(f"cannot read {path}: {one_line(exc)}") from exc
 
 
 def file_sha256(path: Path) -> str:

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import SourceError
-from edgekit.sources._util import describe, eval_mode, file_sha256
+from edgekit.errors import SourceError, one_line
+from edgekit.sources._util import eval_mode, file_sha256
 from edgekit.sources.examples import named_examples
 from edgekit.sources.kinds import split_factory
 from edgekit.sources.loaded import LoadedSource
@@ -77,7 +77,7 @@ def _import_file(file: Path) -> Any:
         spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(name, None)
-        raise SourceError(f"cannot import {file}: {describe(exc)}") from exc
+        raise SourceError(f"cannot import {file}: {one_line(exc)}") from exc
     return module
 
 
@@ -85,7 +85,7 @@ def _import_module(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except Exception as exc:
-        raise SourceError(f"cannot import module {name!r}: {describe(exc)}") from exc
+        raise SourceError(f"cannot import module {name!r}: {one_line(exc)}") from exc
 
 
 def _lookup(module: Any, func: str, where: str) -> Any:
@@ -105,7 +105,7 @@ def _call_factory(factory: Any, label: str) -> Any:
     try:
         return factory()
     except Exception as exc:
-        raise SourceError(f"factory {label} raised {describe(exc)}") from exc
+        raise SourceError(f"factory {label} raised {one_line(exc)}") from exc
 
 
 def _split_result(result: Any, label: str) -> tuple[torch.nn.Module, Any]:

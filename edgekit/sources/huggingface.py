@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import SourceError
-from edgekit.sources._util import describe, weights_sha256
+from edgekit.artifact import TOKENIZER_DIR
+from edgekit.errors import SourceError, one_line
+from edgekit.sources._util import weights_sha256
 from edgekit.sources.examples import forward_names
 from edgekit.sources.loaded import TOKENIZER_FILES, LoadedSource
 from edgekit.sources.wrappers import torch_classes
@@ -101,7 +102,7 @@ def hf_model(path: Path) -> Any:
             model_cls = _architecture_class(transformers, config)
             model = model_cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
         except Exception as exc:
-            raise SourceError(f"cannot load Hugging Face model from {path}: {describe(exc)}") from exc
+            raise SourceError(f"cannot load Hugging Face model from {path}: {one_line(exc)}") from exc
     if getattr(model.config, "use_cache", None):
         model.config.use_cache = False  # no past_key_values in the outputs
     return model.eval()
@@ -178,7 +179,7 @@ def _first_output_name(model: Any, examples: dict[str, torch.Tensor]) -> str:
         with torch.no_grad():
             outputs = model(**examples, return_dict=True)
     except Exception as exc:
-        raise SourceError(f"{type(model).__name__} failed on example text inputs: {describe(exc)}") from exc
+        raise SourceError(f"{type(model).__name__} failed on example text inputs: {one_line(exc)}") from exc
     return next(iter(outputs.keys()))
 
 
@@ -193,4 +194,4 @@ def hf_metadata(model: Any) -> dict[str, Any]:
 
 
 def _tokenizer_files(directory: Path) -> dict[str, Path]:
-    return {f"tokenizer/{name}": directory / name for name in TOKENIZER_FILES if (directory / name).is_file()}
+    return {f"{TOKENIZER_DIR}/{name}": directory / name for name in TOKENIZER_FILES if (directory / name).is_file()}

@@ -6,8 +6,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from edgekit.errors import SourceError
-from edgekit.sources._util import describe
+from edgekit.errors import SourceError, one_line
 
 _TORCH_FILE_SUFFIXES = {".pt", ".pth", ".pt2", ".ts", ".jit", ".bin", ".pkl", ".ckpt"}
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -62,7 +61,7 @@ def _zip_names(path: Path) -> list[str]:
         with zipfile.ZipFile(path) as archive:
             return archive.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
-        raise SourceError(f"cannot read {path}: {describe(exc)}") from exc
+        raise SourceError(f"cannot read {path}: {one_line(exc)}") from exc
 
 
 def _starts_like_pickle(path: Path) -> bool:

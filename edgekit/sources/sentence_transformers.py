@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import SourceError
-from edgekit.sources._util import describe, read_json
+from edgekit.errors import SourceError, one_line
+from edgekit.sources._util import read_json
 from edgekit.sources.huggingface import hf_metadata, hf_model, text_source, text_wrapper
 from edgekit.sources.loaded import LoadedSource
 from edgekit.sources.wrappers import torch_classes
@@ -121,7 +121,7 @@ def _dense(config: dict[str, Any], directory: Path) -> torch.nn.Module:
     try:
         dense.load_state_dict(_module_weights(directory))
     except RuntimeError as exc:
-        raise SourceError(f"{directory}: Dense weights do not match its config: {describe(exc)}") from exc
+        raise SourceError(f"{directory}: Dense weights do not match its config: {one_line(exc)}") from exc
     return dense
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import SourceError
-from edgekit.sources._util import describe, eval_mode, file_sha256
+from edgekit.errors import SourceError, one_line
+from edgekit.sources._util import eval_mode, file_sha256
 from edgekit.sources.examples import forward_names, named_examples
 from edgekit.sources.loaded import LoadedSource
 
@@ -20,7 +20,7 @@ def load_exported_program(path: Path) -> LoadedSource:
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        raise SourceError(f"cannot read {path} as an exported program (.pt2): {describe(exc)}") from exc
+        raise SourceError(f"cannot read {path} as an exported program (.pt2): {one_line(exc)}") from exc
     module = program.module()
     examples, names = None, forward_names(module)
     if program.example_inputs is not None:
@@ -64,7 +64,7 @@ def load_torchscript(path: Path) -> LoadedSource:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
-        raise SourceError(f"cannot read {path} as a TorchScript file: {describe(exc)}") from exc
+        raise SourceError(f"cannot read {path} as a TorchScript file: {one_line(exc)}") from exc
     return _file_source(path, module, "torchscript", module.original_name)
 
 
@@ -78,14 +78,14 @@ def load_pickle(path: Path, *, allow_pickle: bool) -> LoadedSource:
         content = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" not in str(exc):  # garbage, not a pickle of classes torch refuses to import
-            raise SourceError(f"cannot read {path} as a PyTorch file: {describe(exc)}") from exc
+            raise SourceError(f"cannot read {path} as a PyTorch file: {one_line(exc)}") from exc
         if not allow_pickle:
             raise SourceError(
                 f"{path} is a pickled model; loading it runs arbitrary code: pass --allow-pickle if you trust it"
             ) from None
         content = _load_full_pickle(path)
     except Exception as exc:
-        raise SourceError(f"cannot read {path} as a PyTorch file: {describe(exc)}") from exc
+        raise SourceError(f"cannot read {path} as a PyTorch file: {one_line(exc)}") from exc
     module = _module_from_pickle(content, path)
     return _file_source(path, module, "pickle", type(module).__name__)
 
@@ -122,10 +122,10 @@ def _load_full_pickle(path: Path) -> Any:
         return torch.load(str(path), map_location="cpu", weights_only=False)
     except (AttributeError, ImportError) as exc:
         raise SourceError(
-            f"cannot unpickle {path}: the model's class is not importable here ({describe(exc)})"
+            f"cannot unpickle {path}: the model's class is not importable here ({one_line(exc)})"
         ) from exc
     except Exception as exc:
-        raise SourceError(f"cannot read {path} as a pickled model: {describe(exc)}") from exc
+        raise SourceError(f"cannot read {path} as a pickled model: {one_line(exc)}") from exc
 
 
 def _module_from_pickle(content: Any, path: Path) -> torch.nn.Module:

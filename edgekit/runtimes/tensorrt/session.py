@@ -1,9 +1,9 @@
-"""TensorRT runtime: build (or load from cache) an engine from the ONNX file and run it on an NVIDIA GPU.
+"""The TensorRT Session: build (or load from cache) an engine from the ONNX file and run it on an NVIDIA GPU.
 
 NOT RUN ON HARDWARE: no GPU or TensorRT was available when this was written. It follows the TensorRT 10/11
 Python API and cuda-python's ``cudart`` as documented; the pure decisions it relies on (profile, cache keys,
-flags, dtypes) live in :mod:`edgekit.runtimes.tensorrt_plan` and are unit-tested. The tests that drive a
-real engine are marked ``tensorrt``/``gpu`` and skip without them.
+flags, dtypes) live in :mod:`~edgekit.runtimes.tensorrt.plan` and :mod:`~edgekit.runtimes.tensorrt.precision`
+and are unit-tested. The tests that drive a real engine are marked ``tensorrt``/``gpu`` and skip without them.
 
 What ``Session.run`` includes, for latency reports: feed checks, host->device copies of every input, the
 engine (``execute_async_v3``), device->host copies of every output and a stream synchronize. This is
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import BackendError, FeedError, InputError, ModelFormatError, RuntimeUnavailableError
-from edgekit.runtimes import tensorrt_plan as plan
-from edgekit.runtimes.base import Session, SessionInfo
+from edgekit.runtimes.base import RuntimeCapabilities, Session, SessionInfo
+from edgekit.runtimes.tensorrt import plan, precision
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +108,16 @@ class TensorRTSession(Session):
     """A TensorRT engine on one NVIDIA GPU; inputs and outputs are copied between host and device per run."""
 
     target = "tensorrt"
+    # engines are cached under ~/.cache/edgekit/tensorrt unless cache_dir says elsewhere
+    capabilities = RuntimeCapabilities(
+        device_kinds=("gpu",), compile_cache="TensorRT plan cache", caches_by_default=True
+    )
 
     # -- load -----------------------------------------------------------------------------------------
     def _load(self) -> None:
         self._options = plan.parse_options(self.config.options)
         self._device_index = plan.cuda_device_index(self.config.device)
-        graph = plan.graph_precision(self.model.precision)
+        graph = precision.graph_precision(self.model.precision)
         self._profile = plan.profile_shapes(self.model.inputs, self._options.dims, self._options.profile)
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, capacity bytes)
         self._stream: Any = None
@@ -132,14 +136,14 @@ class TensorRTSession(Session):
     def _decide_flags(self, graph: str) -> None:
         """Network and builder flags for this TensorRT version, graph precision and request."""
         trt = self._trt
-        major = plan.trt_major_version(trt.__version__)
-        typed = plan.resolve_strongly_typed(major, self._options.strongly_typed, graph, self.config.precision)
+        major = precision.trt_major_version(trt.__version__)
+        typed = precision.resolve_strongly_typed(major, self._options.strongly_typed, graph, self.config.precision)
         if typed and major < 11 and not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
             if self._options.strongly_typed:
                 raise InputError(f"strongly_typed needs a TensorRT with STRONGLY_TYPED networks; {trt.__version__}")
             typed = False  # this TensorRT 10 predates strong typing: fall back to builder flags
-        self._flags = plan.builder_precision_flags(major, self.config.precision, graph=graph, strongly_typed=typed)
-        self._network_flags = plan.network_flags_for(major, typed)
+        self._flags = precision.builder_precision_flags(major, self.config.precision, graph=graph, strongly_typed=typed)
+        self._network_flags = precision.network_flags_for(major, typed)
 
     def _load_engine(self) -> Any:
         """Deserialize the cached or freshly built plan; a cached plan that will not load is rebuilt once."""
@@ -238,7 +242,7 @@ class TensorRTSession(Session):
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            io[name] = (is_input, plan.numpy_dtype_for_trt(engine.get_tensor_dtype(name).name))
+            io[name] = (is_input, precision.numpy_dtype_for_trt(engine.get_tensor_dtype(name).name))
         engine_inputs = {n for n, (is_in, _) in io.items() if is_in}
         if engine_inputs != set(self._names):
             raise BackendError(f"engine inputs {sorted(engine_inputs)} differ from the model's {sorted(self._names)}")
@@ -265,7 +269,7 @@ class TensorRTSession(Session):
     def _host_input(self, name: str, value: np.ndarray) -> np.ndarray:
         dtype = self._io[name][1]
         if dtype == "bfloat16":
-            return plan.bf16_bits(value)
+            return precision.bf16_bits(value)
         return np.ascontiguousarray(value, dtype=np.dtype(dtype))
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -299,14 +303,16 @@ class TensorRTSession(Session):
             _check(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, d2h, stream), "D2H copy")
         _check(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         staged.clear()
-        return {n: plan.float32_from_bf16_bits(a) if self._io[n][1] == "bfloat16" else a for n, a in results.items()}
+        bf16 = precision.float32_from_bf16_bits
+        return {n: bf16(a) if self._io[n][1] == "bfloat16" else a for n, a in results.items()}
 
     # -- facts and teardown ---------------------------------------------------------------------------
     def info(self) -> SessionInfo:
         return SessionInfo(
             target=self.target,
             device=self._gpu_name,
-            precision=plan.effective_precision(self.model.precision, self._flags),
+            device_kind="gpu",
+            precision=precision.effective_precision(self.model.precision, self._flags),
             backend_version=str(self._trt.__version__),
             details={
                 "device_index": self._device_index,
@@ -348,7 +354,7 @@ class TensorRTSession(Session):
         except Exception as exc:
             return {"version": None, "devices": [], "usable": False, "note": str(exc).splitlines()[0]}
         try:
-            plan.require_supported_major(plan.trt_major_version(version))
+            precision.require_supported_major(precision.trt_major_version(version))
             cudart = _import_cudart()
             count = _check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
             devices = [_gpu_facts(cudart, i)[0] for i in range(int(count))]
