@@ -19,6 +19,9 @@ _LAZY: dict[str, str] = {
     "TensorSpec": "edgekit.specs",
     "Session": "edgekit.runtimes.base",
     "Manifest": "edgekit.artifact",
+    "ExportOptions": "edgekit.converters.export",
+    "QuantizeRequest": "edgekit.converters.quantize.variants",
+    "CompressRequest": "edgekit.converters.compress",
 }
 _ERRORS = (
     "EdgekitError",
@@ -37,7 +40,10 @@ _ERRORS = (
 
 if TYPE_CHECKING:
     from edgekit.benchmark import bench as bench
+    from edgekit.converters.compress import CompressRequest as CompressRequest
+    from edgekit.converters.export import ExportOptions as ExportOptions
     from edgekit.converters.pipeline import convert as convert
+    from edgekit.converters.quantize.variants import QuantizeRequest as QuantizeRequest
     from edgekit.errors import *  # noqa: F403
     from edgekit.runtimes import available_targets as available_targets
     from edgekit.runtimes.base import Session as Session

@@ -14,10 +14,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.benchmark.plan import BenchConfig
-from edgekit.converters.auto_quant import AutoOptions, auto_quantize, keep_files
 from edgekit.converters.calibration import CalibrationOptions, load_calibration
 from edgekit.converters.quantize import QuantizeOptions, quantize_model
-from edgekit.converters.sensitivity import rank_nodes
+from edgekit.converters.quantize.auto import AutoOptions, auto_quantize, keep_files
+from edgekit.converters.quantize.sensitivity import rank_nodes
 from edgekit.errors import InputError, ValidationError
 from edgekit.fidelity import fidelity_metrics, parse_fidelity
 from edgekit.specs import TensorSpec

@@ -19,9 +19,9 @@ from torch import nn
 from typer.testing import CliRunner
 
 from edgekit.converters.distill import DistillOptions, DistillResult, distill
-from edgekit.converters.distill_data import BatchPlan, collate, rows_from
-from edgekit.converters.distill_losses import output_loss, position_weights
-from edgekit.converters.distill_train import lr_factor
+from edgekit.converters.distill.data import BatchPlan, collate, rows_from
+from edgekit.converters.distill.losses import output_loss, position_weights
+from edgekit.converters.distill.train import lr_factor
 from edgekit.errors import InputError
 from edgekit.specs import TensorSpec
 

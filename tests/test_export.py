@@ -222,3 +222,16 @@ def test_large_model_path_writes_external_data(tmp_path, monkeypatch, exporter):
         f.write(b"\1\2\3\4")
     with pytest.raises(edgekit.ArtifactError, match="modified"):
         edgekit.load(out)
+
+
+def test_grouped_options_are_the_keywords_whole(tmp_path, mlp_onnx):
+    """convert takes ExportOptions / QuantizeRequest objects as well as their keywords, never both at once."""
+    manifest = edgekit.convert(f"{MODELS}/mlp.py:make", tmp_path / "a", export=edgekit.ExportOptions(opset=17))
+    assert manifest.opset == 17
+    quantized = edgekit.convert(mlp_onnx.path, tmp_path / "q", quantize=edgekit.QuantizeRequest("int8-dynamic"))
+    assert quantized.variants == {"onnxruntime": "model.int8-dynamic.onnx"}
+    with pytest.raises(InputError, match="not both"):
+        edgekit.convert(f"{MODELS}/mlp.py:make", tmp_path / "b", opset=17, export=edgekit.ExportOptions())
+    with pytest.raises(InputError, match="not both"):
+        edgekit.convert(mlp_onnx.path, tmp_path / "c", quantize=edgekit.QuantizeRequest("fp16"), fidelity="cosine>=0.9")
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

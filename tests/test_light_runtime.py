@@ -16,14 +16,20 @@ def _python(code: str, env: dict[str, str] | None = None) -> subprocess.Complete
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
 
 
-def test_import_edgekit_imports_no_heavy_package():
-    code = (
-        "import sys, edgekit\n"
-        "edgekit.TensorSpec; edgekit.EdgekitError; edgekit.available_targets()\n"
-        "heavy = [m for m in ('torch', 'openvino', 'tensorrt', 'onnxruntime', 'transformers') if m in sys.modules]\n"
-        "print(','.join(heavy))\n"
-    )
-    result = _python(code)
+HEAVY = ("torch", "openvino", "tensorrt", "onnxruntime", "transformers")
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import edgekit; edgekit.TensorSpec; edgekit.EdgekitError; edgekit.available_targets()",
+        "import edgekit; edgekit.load; edgekit.Session; edgekit.Manifest; import edgekit.runtimes.loading",
+        "import edgekit.runtimes.openvino, edgekit.runtimes.tensorrt, edgekit.fidelity, edgekit.text",
+        "import edgekit.cli",
+    ],
+)
+def test_importing_the_device_side_imports_no_heavy_package(imports: str) -> None:
+    result = _python(f"import sys\n{imports}\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
 

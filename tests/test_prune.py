@@ -17,8 +17,8 @@ from torch import nn
 
 import edgekit
 from edgekit.converters.prune import PruneOptions, parse_budget, prune_module, prune_until
-from edgekit.converters.prune_latency import export_for_timing, step_ratios
-from edgekit.converters.prune_transformer import PrunedMultiheadAttention
+from edgekit.converters.prune.latency import export_for_timing, step_ratios
+from edgekit.converters.prune.transformer import PrunedMultiheadAttention
 from edgekit.errors import InputError
 from edgekit.sources import load_source
 

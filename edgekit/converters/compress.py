@@ -128,7 +128,7 @@ def _prune(src: LoadedSource, request: CompressRequest, say: ProgressFn) -> tupl
 
 def _distill(src: LoadedSource, student: Any, request: CompressRequest, say: ProgressFn) -> tuple[Any, Stage]:
     from edgekit.converters.distill import DistillOptions, distill
-    from edgekit.converters.distill_data import rows_from_path, specs_from_examples
+    from edgekit.converters.distill.data import rows_from_path, specs_from_examples
 
     assert src.example_inputs is not None
     specs = specs_from_examples(src.example_inputs, src.dynamic_dims)

@@ -2,7 +2,7 @@
 
 Targets named for validation are checked to exist before any work starts, and the output directory is
 claimed first, so bad input fails in milliseconds and never leaves a partial artifact behind. With
-``quantize=...`` the stage in :mod:`edgekit.converters.variants` adds gated per-target model variants; an ONNX
+``quantize=...`` the stage in :mod:`edgekit.converters.quantize.variants` adds gated per-target model variants; an ONNX
 file as the source skips torch (:mod:`edgekit.converters.onnx_source`).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,8 @@ from edgekit.converters.calibration import CalibSource, find_tokenizer
 from edgekit.converters.compress import CompressRequest
 from edgekit.converters.compress import compress as compress_source
 from edgekit.converters.export import ExportOptions, IOPlan, export_onnx, plan_io
+from edgekit.converters.quantize.variants import QuantizeRequest, VariantsResult, build_variants
 from edgekit.converters.validate import Case, TargetReport, build_cases, check_session, require_passed
-from edgekit.converters.variants import QuantizeRequest, build_variants
 from edgekit.errors import EdgekitError, ExportError, InputError, ValidationError
 from edgekit.fidelity import TOLERANCES, output_kinds
 from edgekit.runtimes import DEFAULT_TARGET, session_class
@@ -54,7 +55,7 @@ def convert(
     validate_targets: Sequence[str] = (),
     force: bool = False,
     progress: ProgressFn | None = None,
-    quantize: str = "none",
+    quantize: str | QuantizeRequest = "none",
     calib_data: CalibSource | None = None,
     calib_samples: int = 200,
     calibration: str = "minmax",
@@ -62,6 +63,7 @@ def convert(
     targets: Sequence[str] = (),
     compress: CompressRequest | None = None,
     kinds: Mapping[str, str] | None = None,
+    export: ExportOptions | None = None,
 ) -> Manifest:
     """Convert a PyTorch source (or an ONNX file) into a validated artifact directory at ``out``.
 
@@ -73,21 +75,69 @@ def convert(
     the compressed model, and its closeness to the original is recorded in the prune/distill stages.
     ``kinds`` marks outputs as ``classifier``, ``embedding`` or ``tensor`` (what the source declares, else
     float ``[batch, classes]`` outputs are classifiers); ``top1`` fidelity applies to classifiers only.
+
+    The keywords are shorthands for the option objects the two paths take, which can be passed whole instead:
+    ``export=ExportOptions(...)``, ``quantize=QuantizeRequest(...)``, ``compress=CompressRequest(...)``.
     """
-    say = progress or _quiet
-    request = QuantizeRequest(quantize, calib_data, calib_samples, calibration, fidelity, tuple(targets))
-    options = ExportOptions(opset=opset, exporter=exporter, input_specs=tuple(input_specs), dim_sizes=dim_sizes or {})
+    request = _quantize_request(quantize, calib_data, calib_samples, calibration, fidelity, targets)
+    export = _export_options(export, input_specs, dim_sizes, opset, exporter)
     variant_targets = request.variant_targets() if request.active else []
-    targets = list(dict.fromkeys([DEFAULT_TARGET, *validate_targets, *targets, *variant_targets]))
-    for t in targets:
+    checked = list(dict.fromkeys([DEFAULT_TARGET, *validate_targets, *request.targets, *variant_targets]))
+    for t in checked:
         session_class(t)  # unknown or missing runtimes fail now, before the slow work
+    job = _Job(request, checked, dict(kinds or {}), force, progress or _quiet)
     from edgekit.converters.onnx_source import is_onnx_source
 
     if is_onnx_source(source):
         if compress is not None and compress.active:
             raise InputError("pruning and distillation need the PyTorch model, not an ONNX file")
-        return _convert_onnx(Path(source), Path(out), request, targets, force, kinds or {}, say)
-    with staging_dir(Path(out), force=force) as tmp:
+        return _convert_onnx(Path(source), Path(out), job)
+    return _convert_torch(source, Path(out), export, compress, allow_pickle, job)
+
+
+def _quantize_request(
+    quantize: str | QuantizeRequest, calib_data: CalibSource | None, calib_samples: int, calibration: str,
+    fidelity: str | None, targets: Sequence[str],
+) -> QuantizeRequest:  # fmt: skip
+    """``quantize`` as given, or built from the quantize keywords; both at once is ambiguous."""
+    if not isinstance(quantize, QuantizeRequest):
+        return QuantizeRequest(quantize, calib_data, calib_samples, calibration, fidelity, tuple(targets))
+    if calib_data is not None or fidelity is not None or targets or (calib_samples, calibration) != (200, "minmax"):
+        raise InputError("give quantize=QuantizeRequest(...) or the quantize keywords (calib_data, ...), not both")
+    return quantize
+
+
+def _export_options(
+    export: ExportOptions | None, input_specs: Sequence[TensorSpec], dim_sizes: Mapping[str, int] | None,
+    opset: int, exporter: str,
+) -> ExportOptions:  # fmt: skip
+    """``export`` as given, or built from the export keywords; both at once is ambiguous."""
+    if export is None:
+        return ExportOptions(opset=opset, exporter=exporter, input_specs=tuple(input_specs), dim_sizes=dim_sizes or {})
+    if input_specs or dim_sizes or (opset, exporter) != (ExportOptions.opset, ExportOptions.exporter):
+        raise InputError("give export=ExportOptions(...) or the export keywords (opset, exporter, ...), not both")
+    return export
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What both paths need besides their source: the quantize request, targets to gate on, output kinds asked
+    for, whether to replace the output, and where progress goes."""
+
+    request: QuantizeRequest
+    targets: list[str]  # DEFAULT_TARGET first
+    kinds: Mapping[str, str]
+    force: bool
+    say: ProgressFn
+
+
+def _convert_torch(
+    source: str | Path, out: Path, export: ExportOptions, compress: CompressRequest | None, allow_pickle: bool,
+    job: _Job,
+) -> Manifest:  # fmt: skip
+    """A PyTorch source: load, compress, export until an exporter passes the gate, validate, quantize, write."""
+    say = job.say
+    with staging_dir(out, force=job.force) as tmp:
         from edgekit.sources import load_source
 
         say(f"loading {source}")
@@ -96,57 +146,98 @@ def convert(
         if compress is not None and compress.active:
             src, compress_stages = compress_source(src, compress, say)
         say("probing dynamic dims")
-        plan = plan_io(src, options)
-        out_kinds = _checked_kinds(plan.outputs, src.output_kinds, kinds, request)
-        cases = build_cases(
-            src.module, plan.inputs, [o.name for o in plan.outputs], plan.example, plan.dim_sizes, plan.int_ranges
-        )
+        plan = plan_io(src, export)
+        kinds = _checked_kinds(plan.outputs, src.output_kinds, job)
+        names = [o.name for o in plan.outputs]
+        cases = build_cases(src.module, plan.inputs, names, plan.example, plan.dim_sizes, plan.int_ranges)
         path = tmp / MODEL_NAME
-        used, attempts, reports = _export_until_valid(src.module, plan, path, options, cases, out_kinds, say)
-        for t in targets[1:]:
-            say(f"validating on {t}")
-            reports[t] = _check_target(path, plan, t, cases, out_kinds)
-            require_passed(reports[t])
+        used, attempts, reports = _export_until_valid(src.module, plan, path, export, cases, kinds, say)
+        ref = ModelRef(path=path, inputs=tuple(plan.inputs), outputs=tuple(plan.outputs))
+        reports.update(_validated(ref, job.targets[1:], cases, kinds, say))
         for dest, src_file in src.extra_files.items():
             (tmp / dest).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src_file, tmp / dest)
-        stages: list[Stage] = []
-        if request.active:
+        variants = None
+        if job.request.active:
             from edgekit.converters.torch_io import run_torch
 
-            names = [o.name for o in plan.outputs]
-            result = build_variants(tmp, request, plan.inputs, lambda f: run_torch(src.module, f, names), cases,
-                                    find_tokenizer(tmp), out_kinds, say)  # fmt: skip
-            stages, variants, precisions = [result.stage], result.variants, result.precisions
-            reports.update(result.reports)
-        else:
-            variants, precisions = {}, {}
-        manifest = Manifest(
-            source=Source(kind=src.kind, ref=src.ref, sha256=src.sha256, metadata=src.metadata),
-            inputs=[s.to_dict() for s in plan.inputs],
-            outputs=[s.to_dict() for s in plan.outputs],
-            output_kinds=out_kinds,
-            precision="fp32",
-            opset=opset,
-            dynamic_dims=plan.dim_sizes,
-            stages=[
-                *compress_stages,
-                Stage(
-                    name="export",
-                    params={"exporter": used, "opset": opset, "requested_exporter": exporter},
-                    metrics={"attempts": attempts, "notes": plan.fixed_notes},
-                ),
-                *stages,
-            ],
-            variants=variants,
-            variant_precisions=precisions,
-            validation={t: r.to_dict() for t, r in reports.items()},
-            libraries=library_versions(),
-            platform=platform_facts(),
-            int_ranges=plan.int_ranges,
+            variants = build_variants(tmp, job.request, plan.inputs, lambda f: run_torch(src.module, f, names),
+                                      cases, find_tokenizer(tmp), kinds, say)  # fmt: skip
+        exported = Stage(
+            name="export",
+            params={"exporter": used, "opset": export.opset, "requested_exporter": export.exporter},
+            metrics={"attempts": attempts, "notes": plan.fixed_notes},
         )
-        say("writing artifact")
-        return write_manifest(tmp, manifest)
+        return _write_artifact(
+            tmp, say, variants,
+            source=Source(kind=src.kind, ref=src.ref, sha256=src.sha256, metadata=src.metadata),
+            inputs=[s.to_dict() for s in plan.inputs], outputs=[s.to_dict() for s in plan.outputs],
+            output_kinds=kinds, precision="fp32", opset=export.opset, dynamic_dims=plan.dim_sizes,
+            stages=[*compress_stages, exported], validation=reports, int_ranges=plan.int_ranges,
+        )  # fmt: skip
+
+
+def _convert_onnx(path: Path, out: Path, job: _Job) -> Manifest:
+    """An ONNX source: copy and check it, validate it on the targets, and quantize it against itself."""
+    from edgekit.converters.onnx_source import copy_model, copy_tokenizer, gate_cases, load_onnx_source, onnx_reference
+    from edgekit.onnxfile import precision_of, read_onnx
+
+    src = load_onnx_source(path)
+    kinds = _checked_kinds(src.outputs, {}, job)
+    with staging_dir(out, force=job.force) as tmp:
+        model = tmp / MODEL_NAME
+        copy_model(src, model)
+        copy_tokenizer(src, tmp)
+        precision = precision_of(read_onnx(model, check=False))
+        if job.request.active and precision != "fp32":
+            raise InputError(f"{path} is already {precision}; quantize its FP32 original instead")
+        reference = onnx_reference(model)
+        cases = gate_cases(src, reference)
+        ref = ModelRef(path=model, inputs=tuple(src.inputs), outputs=tuple(src.outputs), precision=precision)
+        reports = _validated(ref, job.targets, cases, kinds, job.say)
+        variants = None
+        if job.request.active:
+            variants = build_variants(tmp, job.request, src.inputs, reference, cases, find_tokenizer(tmp), kinds,
+                                      job.say)  # fmt: skip
+        return _write_artifact(
+            tmp, job.say, variants,
+            source=Source(kind="onnx", ref=str(path.resolve()), sha256=src.sha256),
+            inputs=[s.to_dict() for s in src.inputs], outputs=[s.to_dict() for s in src.outputs],
+            output_kinds=kinds, precision=precision, opset=src.opset, stages=[], validation=reports,
+            int_ranges=src.int_ranges,
+        )  # fmt: skip
+
+
+def _write_artifact(
+    tmp: Path, say: ProgressFn, variants: VariantsResult | None, *, stages: list[Stage],
+    validation: Mapping[str, TargetReport], **fields: Any,
+) -> Manifest:  # fmt: skip
+    """The one manifest builder: the path's own fields, the quantize stage and its variants, every gate's
+    report, and the library and platform facts; then the manifest is written and hashed."""
+    reports = {**validation, **(variants.reports if variants else {})}
+    manifest = Manifest(
+        **fields,
+        stages=[*stages, *([variants.stage] if variants else [])],
+        variants=variants.variants if variants else {},
+        variant_precisions=variants.precisions if variants else {},
+        validation={t: r.to_dict() for t, r in reports.items()},
+        libraries=library_versions(),
+        platform=platform_facts(),
+    )
+    say("writing artifact")
+    return write_manifest(tmp, manifest)
+
+
+def _validated(
+    ref: ModelRef, targets: Sequence[str], cases: list[Case], kinds: Mapping[str, str], say: ProgressFn
+) -> dict[str, TargetReport]:
+    """The gate on every target in turn; the first failure raises :class:`ValidationError`."""
+    reports = {}
+    for t in targets:
+        say(f"validating on {t}")
+        reports[t] = _check_target(ref, t, cases, kinds)
+        require_passed(reports[t])
+    return reports
 
 
 def _export_until_valid(
@@ -162,7 +253,8 @@ def _export_until_valid(
         try:
             export_onnx(module, plan, path, exporter, options.opset)
             say(f"checking parity on {DEFAULT_TARGET}")
-            report = _check_target(path, plan, DEFAULT_TARGET, cases, kinds)
+            ref = ModelRef(path=path, inputs=tuple(plan.inputs), outputs=tuple(plan.outputs))
+            report = _check_target(ref, DEFAULT_TARGET, cases, kinds)
         except EdgekitError as exc:
             attempts.append({"exporter": exporter, "result": str(exc)})
             continue
@@ -177,10 +269,9 @@ def _export_until_valid(
     raise ExportError(f"no exporter produced a valid model: {summary}")
 
 
-def _check_target(path: Path, plan: IOPlan, target: str, cases: list[Case], kinds: Mapping[str, str]) -> TargetReport:
-    ref = ModelRef(path=path, inputs=tuple(plan.inputs), outputs=tuple(plan.outputs), precision="fp32")
-    cls = session_class(target)
-    with cls(ref, SessionConfig()) as session:
+def _check_target(ref: ModelRef, target: str, cases: list[Case], kinds: Mapping[str, str]) -> TargetReport:
+    """The gate on one target; a runtime that fails on valid input is a failed report, not a crash."""
+    with session_class(target)(ref, SessionConfig()) as session:
         try:
             return check_session(session, cases, kinds)
         except ValidationError:
@@ -190,65 +281,14 @@ def _check_target(path: Path, plan: IOPlan, target: str, cases: list[Case], kind
             return TargetReport(target, info.precision, TOLERANCES["fp32"], passed=False, failure=str(exc))
 
 
-def _checked_kinds(
-    outputs: Sequence[TensorSpec], declared: Mapping[str, str], requested: Mapping[str, str] | None,
-    request: QuantizeRequest,
-) -> dict[str, str]:  # fmt: skip
+def _checked_kinds(outputs: Sequence[TensorSpec], declared: Mapping[str, str], job: _Job) -> dict[str, str]:
     """Every output's kind; a fidelity goal that cannot apply to them (top1 without a classifier) fails now."""
-    kinds = output_kinds(outputs, declared, requested)
-    if request.goal is not None:
-        request.goal.check_applies(kinds)
+    kinds = output_kinds(outputs, declared, job.kinds)
+    if job.request.goal is not None:
+        job.request.goal.check_applies(kinds)
     return dict(kinds)
 
 
 def _remove_model_files(path: Path) -> None:
     for p in path.parent.glob(path.name + "*"):
         p.unlink()
-
-
-def _convert_onnx(
-    path: Path, out: Path, request: QuantizeRequest, targets: list[str], force: bool, kinds: Mapping[str, str],
-    say: ProgressFn,
-) -> Manifest:  # fmt: skip
-    """An ONNX source: copy and check it, validate it on the targets, and quantize it against itself."""
-    from edgekit.converters.onnx_source import copy_model, copy_tokenizer, gate_cases, load_onnx_source, onnx_reference
-    from edgekit.onnxfile import precision_of, read_onnx
-
-    src = load_onnx_source(path)
-    out_kinds = _checked_kinds(src.outputs, {}, kinds, request)
-    with staging_dir(out, force=force) as tmp:
-        model = tmp / MODEL_NAME
-        copy_model(src, model)
-        copy_tokenizer(src, tmp)
-        precision = precision_of(read_onnx(model, check=False))
-        if request.active and precision != "fp32":
-            raise InputError(f"{path} is already {precision}; quantize its FP32 original instead")
-        reference = onnx_reference(model)
-        cases = gate_cases(src, reference)
-        ref = ModelRef(path=model, inputs=tuple(src.inputs), outputs=tuple(src.outputs), precision=precision)
-        reports = {}
-        for t in targets:
-            say(f"validating on {t}")
-            with session_class(t)(ref, SessionConfig()) as session:
-                reports[t] = check_session(session, cases, out_kinds)
-            require_passed(reports[t])
-        result = None
-        if request.active:
-            result = build_variants(tmp, request, src.inputs, reference, cases, find_tokenizer(tmp), out_kinds, say)
-        manifest = Manifest(
-            source=Source(kind="onnx", ref=str(path.resolve()), sha256=src.sha256),
-            inputs=[s.to_dict() for s in src.inputs],
-            outputs=[s.to_dict() for s in src.outputs],
-            output_kinds=out_kinds,
-            precision=precision,
-            opset=src.opset,
-            stages=[result.stage] if result else [],
-            variants=result.variants if result else {},
-            variant_precisions=result.precisions if result else {},
-            validation={t: r.to_dict() for t, r in {**reports, **(result.reports if result else {})}.items()},
-            libraries=library_versions(),
-            platform=platform_facts(),
-            int_ranges=src.int_ranges,
-        )
-        say("writing artifact")
-        return write_manifest(tmp, manifest)

@@ -23,7 +23,8 @@ import numpy as np
 from edgekit.benchmark.measure import CANDIDATE_TIMING, Candidate, measure_latency
 from edgekit.benchmark.plan import BenchConfig
 from edgekit.converters.calibration import CalibrationSet
-from edgekit.converters.quantize import QuantizeOptions, QuantizeResult, quantize_model
+from edgekit.converters.quantize.model import quantize_model
+from edgekit.converters.quantize.options import QuantizeOptions, QuantizeResult
 from edgekit.errors import InputError, ValidationError
 from edgekit.fidelity import FidelityTarget, fidelity_metrics, parse_fidelity, run_all
 from edgekit.runtimes import DEFAULT_TARGET
@@ -138,7 +139,7 @@ def _search(ctx: _Context, scheme: str, targets: list[str]) -> list[Step]:
     steps = [_judge(ctx, Step(scheme, [], first), targets)]
     if all(ctx.opts.fidelity.met(steps[0].fidelity[t]) for t in targets) or opts.mode == "fp16":
         return steps
-    from edgekit.converters.sensitivity import rank_nodes
+    from edgekit.converters.quantize.sensitivity import rank_nodes
 
     ctx.say(f"auto: {scheme} misses {ctx.opts.fidelity}; ranking layer sensitivity")
     samples = ctx.data.calibration[: ctx.opts.sensitivity_samples]

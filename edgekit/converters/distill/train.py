@@ -15,33 +15,34 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekit.converters.distill import DistillOptions, DistillResult
-from edgekit.converters.distill_data import (
+from edgekit.converters.distill.data import (
     Batch,
     BatchPlan,
     DistillData,
     check_names,
     check_rows,
     collate,
-    describe_feeds,
     rows_from,
     shard,
     specs_from_row,
 )
-from edgekit.converters.distill_losses import (
+from edgekit.converters.distill.losses import (
     OUTPUT_KEY,
     AxisLinear,
     Distillee,
     FeatureTaps,
+    device_of,
     feature_loss,
     fidelity_sums,
     first_output,
+    fitted_call,
     output_loss,
     position_weights,
     projection_axis,
     run_model,
 )
-from edgekit.converters.distill_state import (
+from edgekit.converters.distill.options import DistillOptions, DistillResult
+from edgekit.converters.distill.state import (
     Distributed,
     checkpoint_path,
     load_checkpoint,
@@ -99,8 +100,8 @@ class Trainer:
         ctx: Distributed,
     ) -> None:
         self.o, self.ctx, self.teacher = options, ctx, teacher
-        self.home = _device_of(student)
-        self.teacher_home = _device_of(teacher)
+        self.home = device_of(student)
+        self.teacher_home = device_of(teacher)
         self.train_rows = rows_from(train_data, "distillation data")
         if not self.train_rows:
             raise InputError("distillation data is empty")
@@ -165,8 +166,8 @@ class Trainer:
         try:
             student.eval()
             with torch.no_grad():
-                t_out = first_output(_fitted_call(self.teacher, batch, "teacher"), "teacher")
-                s_out = first_output(_fitted_call(student, batch, "student"), "student")
+                t_out = first_output(fitted_call(self.teacher, batch, "teacher"), "teacher")
+                s_out = first_output(fitted_call(student, batch, "student"), "student")
             s_feats = [taps.captured[n] for n in student_layers]
         finally:
             taps.remove()
@@ -394,16 +395,3 @@ class Trainer:
             stopped_early=self.stopped, resumed_from=self.resumed_from, world_size=self.ctx.world,
             train_samples=len(self.train_rows), val_samples=len(self.val_rows), seconds=seconds, notes=self.notes,
         )  # fmt: skip
-
-
-def _fitted_call(model: nn.Module, batch: Batch, role: str) -> Any:
-    """Run ``model`` on the probe batch; a failure means the data does not fit it, said in one line."""
-    try:
-        return run_model(model, batch.feeds)
-    except Exception as exc:
-        inputs = describe_feeds(batch.feeds)
-        raise InputError(f"distillation data does not fit the {role} ({inputs}): {one_line(exc)}") from exc
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    return next((p.device for p in module.parameters()), torch.device("cpu"))

@@ -24,14 +24,8 @@ from edgekit.converters.calibration import (
     check_source_exists,
     load_calibration,
 )
-from edgekit.converters.quantize import (
-    CALIBRATION_METHODS,
-    CLI_MODES,
-    QuantizeOptions,
-    ensure_node_names,
-    quantize_model,
-    variant_file,
-)
+from edgekit.converters.quantize.model import ensure_node_names, quantize_model
+from edgekit.converters.quantize.options import CALIBRATION_METHODS, CLI_MODES, QuantizeOptions, variant_file
 from edgekit.converters.validate import Case, TargetReport, check_session, require_passed
 from edgekit.errors import InputError, ValidationError
 from edgekit.fidelity import FidelityTarget, fidelity_metrics, parse_fidelity, run_all
@@ -86,7 +80,7 @@ class QuantizeRequest:
         """Auto: the named targets, else every CPU runtime installed here; otherwise the default runtime plus those
         named."""
         if self.mode == "auto" and not self.targets:
-            from edgekit.converters.auto_quant import default_auto_targets
+            from edgekit.converters.quantize.auto import default_auto_targets
 
             return default_auto_targets()
         return list(dict.fromkeys(self.targets if self.mode == "auto" else [DEFAULT_TARGET, *self.targets]))
@@ -168,7 +162,7 @@ def _auto(
     artifact: Path, base: Path, work: Path, request: QuantizeRequest, data: CalibrationSet | None, refs: list,
     kinds: Mapping[str, str], say: ProgressFn,
 ) -> tuple[dict[str, str], dict[str, Any]]:  # fmt: skip
-    from edgekit.converters.auto_quant import AutoOptions, auto_quantize, keep_files
+    from edgekit.converters.quantize.auto import AutoOptions, auto_quantize, keep_files
 
     assert data is not None and request.goal is not None  # checked by QuantizeRequest
     targets = tuple(request.variant_targets())

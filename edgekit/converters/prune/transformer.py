@@ -27,11 +27,11 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from edgekit.converters.prune_common import element_scores, layer_error
+from edgekit.converters.prune.common import element_scores, layer_error
 
 if TYPE_CHECKING:
-    from edgekit.converters.prune import PruneOptions
-    from edgekit.converters.prune_common import Grads
+    from edgekit.converters.prune.common import Grads
+    from edgekit.converters.prune.options import PruneOptions
 
 _ATTENTION_WORD = "attention"
 

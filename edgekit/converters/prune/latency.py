@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from edgekit.benchmark.plan import BenchConfig
-    from edgekit.converters.prune import PruneOptions, PruneResult
+    from edgekit.converters.prune.options import PruneOptions, PruneResult
     from edgekit.sources import LoadedSource
 
 _BUDGET = re.compile(r"^\s*latency\s*(<=?)\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|us)\s*$", re.IGNORECASE)
@@ -77,7 +77,8 @@ def prune_until(
     (ratio, params, MACs, latency) and whether the budget was met; at ``max_ratio`` without meeting it, the
     most pruned model comes back with ``met: false``.
     """
-    from edgekit.converters.prune import PruneOptions, check_ratio, prune_module
+    from edgekit.converters.prune.module import prune_module
+    from edgekit.converters.prune.options import PruneOptions, check_ratio
 
     _check_budget(budget_ms)
     check_ratio("step", step)
@@ -120,8 +121,9 @@ def _at_ratio(base: PruneOptions, ratio: float) -> PruneOptions:
 
 def _unpruned(module: nn.Module, example_inputs: dict[str, torch.Tensor], base: PruneOptions) -> PruneResult:
     """Step 0: the original as a PruneResult, so a model already within budget comes back untouched."""
-    from edgekit.converters.prune import PruneResult
-    from edgekit.converters.prune_common import attention_counters, check_example_inputs, count_params_macs
+    from edgekit.converters.prune.common import check_example_inputs, count_params_macs
+    from edgekit.converters.prune.macs import attention_counters
+    from edgekit.converters.prune.options import PruneResult
 
     check_example_inputs(example_inputs)
     model = copy.deepcopy(module).eval()

@@ -1,32 +1,15 @@
-"""Pruning: make a torch model do less work before export, and say exactly what was removed.
-
-Structured pruning removes whole conv channels (CNNs, through Torch-Pruning's dependency graph) or whole
-attention heads and FFN neurons (BERT-family and ``torch.nn`` transformer encoders; the hidden size stays), so
-the dense compute really shrinks. Unstructured and 2:4 sparsity only zero weights: smaller compressed files and
-input for sparse kernels, no speed-up on dense CPU runtimes; the report says so.
-
-This module holds the options, the result and the entry point; torch is imported only when pruning runs.
-``prune_channels`` (CNN), ``prune_transformer`` (heads/FFN), ``prune_sparse`` (zeros), ``prune_common``
-(importance, counting, naming a failing layer) and ``prune_latency`` (``prune_until``, ``parse_budget``, both
-re-exported here) do the work.
-"""
+"""What to prune and what pruning did: the option and result types every pruning module shares."""
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from edgekit.converters.prune_latency import parse_budget, prune_until
 from edgekit.errors import InputError
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
-
-    from edgekit.converters.prune_common import Grads
 
 KINDS = ("structured", "unstructured", "2:4")
 IMPORTANCES = ("l1", "l2", "taylor")
@@ -141,74 +124,3 @@ class PruneResult:
         if "sparsity" in p:
             text += f", {p['sparsity']:.1%} of prunable weights zero (no dense speed-up)"
         return text
-
-
-def prune_module(
-    module: nn.Module,
-    example_inputs: dict[str, torch.Tensor],
-    options: PruneOptions,
-    data: Iterable[dict[str, torch.Tensor]] | None = None,
-) -> PruneResult:
-    """Prune a copy of ``module`` as ``options`` say and check it still runs with the same output shapes.
-
-    ``data`` (feed dicts) is needed for Taylor importance only. Bad options, unknown layer names and models
-    whose layers cannot be analysed raise :class:`InputError` naming the layer.
-    """
-    from edgekit.converters import prune_common as common
-
-    common.check_model(module)
-    common.check_example_inputs(example_inputs)
-    _check_ignored(module, options.ignored_layers)
-    if options.importance == "taylor" and data is None:
-        raise InputError("taylor importance needs data (an iterable of feed dicts); use l1 or l2 without data")
-    pruned = copy.deepcopy(module).eval()
-    reference = common.output_shapes(pruned, example_inputs)
-    grads = common.taylor_grads(pruned, data, options.seed) if options.importance == "taylor" else None
-    counters = common.attention_counters(pruned)
-    params_before, macs_before = common.count_params_macs(pruned, example_inputs, counters)
-    details = _prune_in_place(pruned, example_inputs, options, grads)
-    common.check_still_runs(pruned, example_inputs, reference)
-    params_after, macs_after = common.count_params_macs(pruned, example_inputs, common.attention_counters(pruned))
-    plan = {
-        **options.to_dict(),
-        **details,
-        "example_shapes": {k: list(v.shape) for k, v in example_inputs.items()},
-        "params_before": params_before,
-        "params_after": params_after,
-        "macs_before": macs_before,
-        "macs_after": macs_after,
-    }
-    return PruneResult(module=pruned, plan=plan)
-
-
-def _prune_in_place(
-    model: nn.Module,
-    example_inputs: dict[str, torch.Tensor],
-    options: PruneOptions,
-    grads: Grads | None,
-) -> dict[str, Any]:
-    """Dispatch: sparsity kinds, transformer heads/FFN when the model has them, else conv channels."""
-    if options.kind != "structured":
-        from edgekit.converters.prune_sparse import sparsify
-
-        details = sparsify(model, options, grads)
-        details["notes"] = [DENSE_NOTE.format(kind=options.kind), *details.get("notes", [])]
-        return details
-    from edgekit.converters.prune_transformer import find_units, prune_transformer
-
-    units = find_units(model)
-    if units.attention or units.ffn:
-        return prune_transformer(model, units, options, grads)
-    from edgekit.converters.prune_channels import prune_channels
-
-    return prune_channels(model, example_inputs, options, grads)
-
-
-def _check_ignored(module: nn.Module, names: tuple[str, ...]) -> None:
-    known = {name for name, _ in module.named_modules()}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise InputError(f"ignored layer {unknown[0]!r} is not a module of the model (names as in named_modules())")
-
-
-__all__ = ["IMPORTANCES", "KINDS", "PruneOptions", "PruneResult", "parse_budget", "prune_module", "prune_until"]

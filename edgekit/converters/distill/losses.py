@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekit.converters.distill.data import Batch, describe_feeds
 from edgekit.converters.torch_io import call_args, flatten_outputs
-from edgekit.errors import InputError
+from edgekit.errors import InputError, one_line
 from edgekit.fidelity import cosines, top1_matches
 
 OUTPUT_KEY = "output"
@@ -35,6 +36,20 @@ def first_output(result: Any, role: str) -> torch.Tensor:
 def run_model(model: nn.Module, feeds: Mapping[str, torch.Tensor]) -> Any:
     args, kwargs = call_args(model, feeds)
     return model(*args, **kwargs)
+
+
+def fitted_call(model: nn.Module, batch: Batch, role: str) -> Any:
+    """Run ``model`` on the probe batch; a failure means the data does not fit it, said in one line."""
+    try:
+        return run_model(model, batch.feeds)
+    except Exception as exc:
+        inputs = describe_feeds(batch.feeds)
+        raise InputError(f"distillation data does not fit the {role} ({inputs}): {one_line(exc)}") from exc
+
+
+def device_of(module: nn.Module) -> torch.device:
+    """Where a module's parameters live (the CPU for a module without any)."""
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
 class FeatureTaps:

@@ -16,12 +16,12 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning import ops
 
-from edgekit.converters.prune_common import failing_layer, layer_error, run_module
-from edgekit.converters.prune_transformer import find_units
+from edgekit.converters.prune.common import failing_layer, layer_error, run_module
+from edgekit.converters.prune.transformer import find_units
 
 if TYPE_CHECKING:
-    from edgekit.converters.prune import PruneOptions
-    from edgekit.converters.prune_common import Grads
+    from edgekit.converters.prune.common import Grads
+    from edgekit.converters.prune.options import PruneOptions
 
 _PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from edgekit.converters.prune_common import element_scores
+from edgekit.converters.prune.common import element_scores
 
 if TYPE_CHECKING:
-    from edgekit.converters.prune import PruneOptions
-    from edgekit.converters.prune_common import Grads
+    from edgekit.converters.prune.common import Grads
+    from edgekit.converters.prune.options import PruneOptions
 
 _TARGETS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 

@@ -1,0 +1,80 @@
+"""The quantization schemes edgekit knows, their options and what quantizing produced."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import InputError
+
+MODES = ("int8-dynamic", "int8", "fp16")
+CLI_MODES = ("none", *MODES, "auto")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
+# numerically fragile ops (reductions, exponentials, normalization) stay in fp32 in the FP16 variant
+FP16_KEEP_FP32 = ("LayerNormalization", "ReduceL2", "ReduceMean", "ReduceSum", "Softmax", "Erf", "Exp", "Pow", "Sqrt",
+                  "Div", "Range", "Where", "IsNaN", "Clip", "BatchNormalization", "InstanceNormalization")  # fmt: skip
+
+
+def variant_file(mode: str) -> str:
+    """``model.int8.onnx``, ``model.int8-dynamic.onnx``, ``model.fp16.onnx``."""
+    return f"model.{mode}.onnx"
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """One quantization scheme. Defaults are the faithful ones; see the module docstring for why."""
+
+    mode: str = "int8"
+    calibration: str = "minmax"
+    per_channel: bool = True
+    activation_symmetric: bool = False  # True: int8 activations with zero point 0 (TensorRT)
+    reduce_range: bool = False
+    op_types: tuple[str, ...] = WEIGHT_OPS
+    nodes_to_exclude: tuple[str, ...] = ()
+    output_quant_ops: tuple[str, ...] = ("Conv",)
+    percentile: float = 99.999
+    smoothquant_alpha: float | None = None
+    fp16_keep: tuple[str, ...] = FP16_KEEP_FP32
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"unknown quantization mode {self.mode!r}; expected one of: {', '.join(MODES)}")
+        if self.calibration not in CALIBRATION_METHODS:
+            raise InputError(
+                f"unknown calibration method {self.calibration!r}; expected {', '.join(CALIBRATION_METHODS)}"
+            )
+        if not 50.0 < self.percentile <= 100.0:
+            raise InputError(f"percentile must be in (50, 100], got {self.percentile}")
+        if self.smoothquant_alpha is not None and not 0.0 < self.smoothquant_alpha < 1.0:
+            raise InputError(f"SmoothQuant alpha must be in (0, 1), got {self.smoothquant_alpha}")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.mode == "int8"
+
+    def excluding(self, nodes: Sequence[str]) -> QuantizeOptions:
+        return replace(self, nodes_to_exclude=tuple(dict.fromkeys([*self.nodes_to_exclude, *nodes])))
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into the manifest: only the settings that matter for this mode."""
+        d = asdict(self)
+        keep = {"int8-dynamic": ("mode", "per_channel", "reduce_range", "op_types", "nodes_to_exclude"),
+                "fp16": ("mode", "fp16_keep"), "int8": tuple(k for k in d if k != "fp16_keep")}[self.mode]  # fmt: skip
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k in keep}
+
+
+@dataclass
+class QuantizeResult:
+    path: Path
+    precision: str
+    options: QuantizeOptions
+    quantized_nodes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"file": self.path.name, "precision": self.precision, "params": self.options.describe(),
+                "quantized_nodes": len(self.quantized_nodes), "excluded_nodes": list(self.options.nodes_to_exclude),
+                "seconds": round(self.seconds, 2), "size_bytes": self.path.stat().st_size}  # fmt: skip
