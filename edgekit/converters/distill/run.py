@@ -53,9 +53,15 @@ def distill(
     callable returning one, or a ``torch.utils.data.Dataset`` of single samples. ``input_specs`` (optional)
     are the inputs the models expect: without them the first sample sets the shapes the rest must have.
     """
-    from edgekit.converters.distill.train import run_distillation
+    from edgekit.converters.distill.state import Distributed
+    from edgekit.converters.distill.train import Trainer
 
-    return run_distillation(student, teacher, train_data, val_data, options or DistillOptions(), input_specs)
+    options = options or DistillOptions()
+    ctx = Distributed.from_env(options.device)  # one process, or this rank of a torchrun launch
+    try:
+        return Trainer(student, teacher, train_data, val_data, options, input_specs, ctx).run()
+    finally:
+        ctx.close()
 
 
 # ------------------------------------------------------------------------------------------- from files

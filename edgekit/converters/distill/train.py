@@ -55,21 +55,6 @@ from edgekit.specs import TensorSpec
 METRIC_KEYS = ("accuracy", "agreement", "cosine", "teacher_accuracy")
 
 
-def run_distillation(
-    student: nn.Module,
-    teacher: nn.Module,
-    train_data: DistillData,
-    val_data: DistillData | None,
-    options: DistillOptions,
-    input_specs: Sequence[TensorSpec] | None,
-) -> DistillResult:
-    ctx = Distributed.from_env(options.device)
-    try:
-        return Trainer(student, teacher, train_data, val_data, options, input_specs, ctx).run()
-    finally:
-        ctx.close()
-
-
 def lr_factor(total: int, warmup: int, schedule: str, min_ratio: float) -> Callable[[int], float]:
     """Linear warmup over ``warmup`` steps, then cosine or linear decay to ``min_ratio`` (or constant)."""
 
