@@ -58,6 +58,14 @@ def test_ratio_outside_zero_one_is_rejected(ratio):
         CompressRequest(prune=ratio)
 
 
+def test_distillation_without_a_smaller_student_is_refused(tmp_path):
+    """Distilling the unpruned model would train the teacher against itself and record fidelity 1.0."""
+    with pytest.raises(InputError, match="needs --prune or --prune-until"):
+        CompressRequest(distill_data=tmp_path / "data.npz")
+    result = _cli("convert", f"{MODELS}/mlp.py:make", "-o", str(tmp_path / "m"), "--distill-data", str(tmp_path))
+    assert result.returncode == 2 and "needs --prune" in result.stderr and not (tmp_path / "m").exists()
+
+
 def test_prune_and_prune_until_together_is_rejected():
     with pytest.raises(InputError, match="not both"):
         CompressRequest(prune=0.5, prune_until="latency<=5ms")

@@ -55,6 +55,11 @@ class CompressRequest:
             check_ratio("--prune-heads ratio", self.prune_heads, allow_zero=True)
         if self.prune_until is not None and self.prune_kind != "structured":
             raise InputError("--prune-until needs structured pruning: sparsity does not change dense latency")
+        if self.distill_data is not None and self.prune is None and self.prune_until is None:
+            raise InputError(
+                "--distill-data needs --prune or --prune-until: without a smaller student, distillation would train"
+                " the model against itself (to distil into a student of your own, use `edgekit distill`)"
+            )
 
     @property
     def active(self) -> bool:
