@@ -235,3 +235,16 @@ def test_grouped_options_are_the_keywords_whole(tmp_path, mlp_onnx):
     with pytest.raises(InputError, match="not both"):
         edgekit.convert(mlp_onnx.path, tmp_path / "c", quantize=edgekit.QuantizeRequest("fp16"), fidelity="cosine>=0.9")
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_gate_pads_text_inputs_and_catches_a_model_that_ignores_padding(tmp_path):
+    """An export that baked in a "mask is all ones" shortcut passes every all-ones input; padded rows catch it."""
+    from edgekit.converters.validate import padded_feeds
+
+    mask = padded_feeds({"attention_mask": np.ones((4, 10), np.int64), "input_ids": np.ones((4, 10), np.int64)})
+    lengths = mask["attention_mask"].sum(axis=1).tolist()
+    assert lengths[0] == 10 and len(set(lengths)) == 4 and min(lengths) >= 1
+    assert padded_feeds({"x": np.ones((4, 10), np.float32)}) is None
+    with pytest.raises(ValidationError, match="on padded inputs"):
+        edgekit.convert(f"{MODELS}/skips_full_mask.py:make", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -68,7 +68,31 @@ def build_cases(
         feeds = feeds_at_sizes(inputs, example, sizes, int_ranges, seed + 100 + i)
         label = ",".join(f"{k}={v}" for k, v in sizes.items()) or "random"
         cases.append(Case(label, feeds, run_torch(module, feeds, output_names)))
+    widest = max(cases, key=lambda c: c.feeds[MASK_INPUT].shape[0] if MASK_INPUT in c.feeds else 0)
+    padded = padded_feeds(widest.feeds)
+    if padded is not None:
+        cases.append(Case("padded", padded, run_torch(module, padded, output_names)))
     return cases
+
+
+MASK_INPUT = "attention_mask"  # the name text models (Hugging Face, sentence-transformers) give their padding mask
+
+
+def padded_feeds(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """``feeds`` with rows padded to different lengths (mask 0 at the end), for models with an attention mask.
+
+    Random cases have all-ones masks, so a model that mishandles padding (an export that baked in a "mask is
+    all ones" branch, say) passes them; real batches of text are padded. Row 0 stays full, row i loses i/(n+1)
+    of its positions (at least one token kept). None when there is no 2-D mask or nothing could be padded.
+    """
+    mask = feeds.get(MASK_INPUT)
+    if mask is None or mask.ndim != 2 or mask.shape[0] < 2 or mask.shape[1] < 2:
+        return None
+    rows, seq = mask.shape
+    padded = np.ones_like(mask)
+    for i in range(1, rows):
+        padded[i, max(1, seq - (i * seq) // (rows + 1)) :] = 0
+    return {**feeds, MASK_INPUT: padded}
 
 
 def check_session(session: Any, cases: Sequence[Case], kinds: Mapping[str, str] | None = None) -> TargetReport:
