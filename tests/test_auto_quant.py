@@ -115,6 +115,10 @@ def test_auto_keeps_the_sensitive_layer_in_float_and_records_every_candidate(tmp
     for key in [("onnxruntime", "int8"), ("openvino", "int8"), ("onnxruntime", "int8-dynamic")]:
         assert rows[key]["meets"] and rows[key]["excluded_nodes"] == ["down"], key  # found by the search
     assert sum(bool(r.get("chosen")) for r in rows.values()) == 2
+    for target in ("onnxruntime", "openvino"):  # the rule: the fastest of FP32 and the candidates meeting the goal
+        eligible = [r for (t, s), r in rows.items() if t == target and (r["meets"] or s == "fp32")]
+        chosen = next(r for (t, _), r in rows.items() if t == target and r.get("chosen"))
+        assert chosen is min(eligible, key=lambda r: r["latency"]["p50_ms"]), target
     art = tmp_path / "art"
     art.mkdir()
     variants = keep_files(result, art, "model.onnx")
