@@ -17,6 +17,8 @@ _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
 _FILE_KINDS = ("exported_program", "torchscript", "pickle")
 _DIR_KINDS = ("huggingface", "sentence_transformers")
+# every kind of PyTorch source a loader records (an artifact converted from an ONNX file records "onnx")
+SOURCE_KINDS = ("python", *_FILE_KINDS, *_DIR_KINDS)
 
 
 def split_factory(text: str) -> tuple[str, str] | None:
@@ -73,6 +75,7 @@ def module_file(dotted: str) -> Path | None:
 
 
 def _find_spec(name: str, search: list[str] | None) -> importlib.machinery.ModuleSpec | None:
+    """Ask each finder on ``sys.meta_path``, as an import would, without loading what it finds."""
     for finder in sys.meta_path:
         find = getattr(finder, "find_spec", None)
         found = find(name, search) if find is not None else None
@@ -105,6 +108,6 @@ def source_sha256(kind: str, ref: str) -> str | None:
         return None
     if kind in _DIR_KINDS:
         return weights_sha256(where) if where.is_dir() else None
-    if kind == "python" or kind in _FILE_KINDS:
+    if kind in SOURCE_KINDS:
         return file_sha256(where) if where.is_file() else None
     return None
