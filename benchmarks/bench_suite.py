@@ -5,9 +5,10 @@ One command, from the repository root::
     .venv/bin/python benchmarks/bench_suite.py [--work build/bench-suite] [--threads 2] [--rounds 3]
 
 It converts the bundled all-MiniLM-L6-v2 and ``tests/models/cnn.py:make`` into artifacts (reused when they
-already exist and still verify), times both on every available runtime and on torch (``--baseline torch``)
-in one run with alternating rounds, and writes ``benchmarks/results/<date>-<cpu>.md`` and ``.json`` (and a
-PNG next to them with ``--plot``). MiniLM runs at batch 1, seq 128; the CNN at batch 1, 3x32x32.
+already exist and still verify), times both on every available runtime and on torch (``--baseline torch``,
+each naming the source it was converted from as its baseline source) in one run with alternating rounds, and
+writes ``benchmarks/results/<date>-<cpu>.md`` and ``.json`` (and a PNG next to them with ``--plot``). MiniLM
+runs at batch 1, seq 128; the CNN at batch 1, 3x32x32.
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def main() -> int:
     from edgekit.benchmark.facts import cpu_model
     from edgekit.sources import bundled_minilm_dir
 
-    minilm = _artifact(str(bundled_minilm_dir()), args.work / "minilm", args.force)
-    cnn = _artifact(f"{ROOT / 'tests' / 'models' / 'cnn.py'}:make", args.work / "cnn", args.force)
+    sources = {"minilm": str(bundled_minilm_dir()), "cnn": f"{ROOT / 'tests' / 'models' / 'cnn.py'}:make"}
+    artifacts = [_artifact(source, args.work / name, args.force) for name, source in sources.items()]
     targets = _usable_targets()
     print(f"benching on {', '.join(targets)} against torch eager ({args.rounds} rounds, {args.threads} threads)")
 
@@ -80,8 +81,9 @@ def main() -> int:
         print(f"  [{done:>3}/{total}] {label}", file=sys.stderr, flush=True)
 
     report = edgekit.bench(
-        [minilm, cnn], targets, baseline="torch", shapes={"seq": [128]}, batches=[1], threads=args.threads,
-        iterations=args.iterations, duration=args.duration, warmup=args.warmup, rounds=args.rounds, progress=progress,
+        artifacts, targets, baseline="torch", baseline_source=list(sources.values()), shapes={"seq": [128]},
+        batches=[1], threads=args.threads, iterations=args.iterations, duration=args.duration, warmup=args.warmup,
+        rounds=args.rounds, progress=progress,
     )  # fmt: skip
     from rich.console import Console
 

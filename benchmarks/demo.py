@@ -63,7 +63,9 @@ def main() -> int:
     if args.no_bench:
         return 0
     print("\nbenchmark (each target in its own process; batch 1, seq 128):")
-    cmd = [sys.executable, "-m", "edgekit", "bench", str(artifact), "--baseline", "torch", "--shape", "seq=128"]
+    # the demo converted this source itself, so it names it: bench never runs a source a manifest names alone
+    cmd = [sys.executable, "-m", "edgekit", "bench", str(artifact), "--baseline", "torch", "--baseline-source"]
+    cmd += [str(source), "--shape", "seq=128"]
     cmd += ["--json", str(args.out / "bench.json"), "--markdown", str(args.out / "bench.md")]
     return subprocess.call(cmd)
 

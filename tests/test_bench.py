@@ -120,17 +120,23 @@ def test_throughput_mode_uses_openvino_async_requests(tmp_path):
 def test_torch_baseline_gives_speedups_and_the_torch_reference(tmp_path):
     artifact = tmp_path / "cnn"
     edgekit.convert(f"{MODELS}/cnn.py:make", artifact)
-    report = edgekit.bench(artifact, "onnxruntime", baseline="torch", batches=[2], rounds=2, **QUICK)
+    source = f"{MODELS}/cnn.py:make"  # named: bench never runs what a manifest names on its own
+    report = edgekit.bench(
+        artifact, "onnxruntime", baseline="torch", baseline_source=source, batches=[2], rounds=2, **QUICK
+    )
     torch_row, ort = report.results
     assert torch_row.is_baseline and torch_row.target == "torch" and torch_row.ok, torch_row.to_dict()["error"]
     assert torch_row.session["backend_version"] and torch_row.model_bytes > 0
     assert {r.pid for r in torch_row.rounds}.isdisjoint({r.pid for r in ort.rounds})
     assert ort.speedup["vs"] == "torch" and ort.speedup["p50"] > 0 and ort.speedup["p90"] > 0
     assert ort.fidelity["reference"] == "torch" and ort.fidelity["passed"] and ort.fidelity["top1_agreement"] == 1.0
-    # without --baseline the manifest's source still gives a torch reference (its own process, not timed)
-    plain = edgekit.bench(artifact, "onnxruntime", rounds=1, cold_start=False, **QUICK)
+    # without --baseline the named source still gives a torch reference (its own process, not timed)
+    plain = edgekit.bench(artifact, "onnxruntime", baseline_source=source, rounds=1, cold_start=False, **QUICK)
     assert [r.target for r in plain.results] == ["onnxruntime"]
     assert plain.results[0].fidelity["reference"] == "torch" and plain.results[0].speedup is None
+    # without a named source the reference is ONNX Runtime FP32 as stored, though the manifest records one
+    unnamed = edgekit.bench(artifact, "onnxruntime", rounds=1, cold_start=False, **QUICK)
+    assert unnamed.results[0].fidelity["reference"] == "onnxruntime"
 
 
 def test_bad_usage_fails_before_measuring(tmp_path):
@@ -143,5 +149,5 @@ def test_bad_usage_fails_before_measuring(tmp_path):
         edgekit.bench(path, "onnxruntime", shapes=["x=1x9"])
     with pytest.raises(InputError, match="iterations must be a positive integer"):
         edgekit.bench(path, "onnxruntime", iterations=0)
-    with pytest.raises(InputError, match="records its PyTorch source"):
+    with pytest.raises(InputError, match="pass --baseline-source SOURCE, or --trust-source"):
         edgekit.bench(path, "onnxruntime", baseline="torch")

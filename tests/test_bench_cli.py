@@ -45,7 +45,10 @@ def _one_line_error(result, code: int, needle: str) -> None:
         (["--duration", "-1"], "duration must be a number of seconds >= 0"),
         (["--batch", "0"], "bad --batch"),
         (["--mode", "fast"], "unknown mode 'fast'"),
-        (["--baseline", "torch"], "records its PyTorch source"),
+        (["--baseline", "torch"], "pass --baseline-source SOURCE, or --trust-source"),
+        (["--trust-source"], "is a bare ONNX model and records no PyTorch source"),
+        (["--baseline-source", "nope.py:make"], "--baseline-source 'nope.py:make' does not exist"),
+        (["--baseline-source", "nope.py:make", "--trust-source"], "not both"),
         (["--baseline", "tensorflow"], "unknown baseline"),
     ],
 )

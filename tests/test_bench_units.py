@@ -98,6 +98,8 @@ def test_shapes_that_do_not_fit_are_input_errors(specs, shapes, batch, message):
         ({"warmup_s": float("nan")}, "warm-up must be"),
         ({"mode": "fast"}, "unknown mode"),
         ({"baseline": "tf"}, "unknown baseline"),
+        ({"baseline": "torch"}, "pass --baseline-source SOURCE, or --trust-source"),
+        ({"baseline_sources": ("m.py:make",), "trust_source": True}, "not both"),
     ],
 )
 def test_bad_config_is_rejected(kwargs, message):

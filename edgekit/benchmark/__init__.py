@@ -6,6 +6,7 @@ things compared, with every sample kept; see ``edgekit.benchmark.results.SCHEMA`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,8 @@ def bench(
     warmup_iterations: int = 5,
     mode: str = "latency",
     baseline: str | None = None,
+    baseline_source: str | Path | Sequence[str | Path] | None = None,
+    trust_source: bool = False,
     rounds: int = 3,
     seed: int = 0,
     target_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -45,7 +48,13 @@ def bench(
     ``shapes`` maps an input name to its full shape (or a symbolic dim name to its size); as strings they
     read ``input_ids=1x128``. ``batches`` sets the batch dim, one row per size. ``iterations``/``duration``
     are per-round minimums (both must be met), ``warmup``/``warmup_iterations`` likewise for the warm-up.
-    ``baseline="torch"`` also times the artifact's original PyTorch model and adds a speedup to every row.
+    ``baseline="torch"`` also times the original PyTorch model and adds a speedup to every row.
+
+    Artifacts are data: the torch baseline, and the torch fidelity reference, run only a source the caller names
+    in ``baseline_source`` (``FILE.py:FUNCTION``, a model file or directory; one for every model, or one per
+    model in order), or with ``trust_source=True`` the one each manifest records, after its sha256 matched
+    (else :class:`~edgekit.errors.ArtifactError`). Otherwise the reference is the default runtime's FP32 output
+    and nothing the manifest names is imported. ``allow_pickle`` is still needed for a pickled source.
     Bad usage raises :class:`~edgekit.errors.InputError`; a target that fails only fails its own row
     (``report.exit_code`` is then 1).
     """
@@ -76,6 +85,8 @@ def bench(
         threads=threads,
         precision=precision,
         baseline=baseline,
+        baseline_sources=_source_refs(baseline_source),
+        trust_source=trust_source,
         seed=seed,
         cold_start=cold_start,
         fidelity=fidelity,
@@ -84,3 +95,12 @@ def bench(
         target_options={k: dict(v) for k, v in (target_options or {}).items()},
     )
     return run_bench(model_list, target_list, shape_map, batch_list, config, progress)
+
+
+def _source_refs(given: str | Path | Sequence[str | Path] | None) -> tuple[str, ...]:
+    """``baseline_source`` as references: one, several, or none."""
+    if given is None:
+        return ()
+    if isinstance(given, str | Path):
+        return (os.fspath(given),)
+    return tuple(os.fspath(s) for s in given)

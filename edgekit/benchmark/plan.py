@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgekit.benchmark.trust import check_source_choice, named_source, sources_per_model, trusted_source
 from edgekit.errors import InputError, RuntimeUnavailableError
 from edgekit.runtimes.base import ModelRef
 from edgekit.specs import DEFAULT_DIM_SIZES, TensorSpec
@@ -40,6 +41,10 @@ class BenchConfig:
     cold_start: bool = True
     fidelity: bool = True
     allow_pickle: bool = False
+    # the torch source for the baseline and the reference: named by the user (one for every model, or one per
+    # model in order), or the recorded one when trust_source and its sha256 matches; never the manifest's alone
+    baseline_sources: tuple[str, ...] = ()
+    trust_source: bool = False
     timeout_s: float = 900.0
     max_iterations: int = 1_000_000
     lenient_shapes: bool = False  # several models: a --shape applies to the models that have that name
@@ -62,6 +67,7 @@ class BenchConfig:
             raise InputError(f"unknown baseline {self.baseline!r}; expected one of: {', '.join(BASELINES)}")
         if self.threads is not None:
             _positive_int("threads", self.threads)
+        check_source_choice(self.baseline, self.baseline_sources, self.trust_source)
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -80,12 +86,13 @@ class CasePlan:
 
 @dataclass
 class ModelPlan:
-    """A model resolved and fitted: its ONNX file, specs, torch source (if any) and one case per batch."""
+    """A model resolved and fitted: its ONNX file, specs, the torch source the user allowed (if any) and one
+    case per batch."""
 
     path: Path
     name: str
     ref: ModelRef
-    source: dict[str, Any] | None
+    torch_source: str | None
     int_ranges: dict[str, tuple[int, int]]
     model_bytes: int
     cases: list[CasePlan]
@@ -208,20 +215,20 @@ def onnx_file_bytes(path: Path) -> int:
 
 
 def plan_model(
-    model: str | Path, shapes: Mapping[str, Sequence[int]], batches: Sequence[int] | None, config: BenchConfig
+    model: str | Path,
+    shapes: Mapping[str, Sequence[int]],
+    batches: Sequence[int] | None,
+    config: BenchConfig,
+    baseline_source: str | None = None,
 ) -> ModelPlan:
-    """Resolve one model and fit every requested batch to it."""
+    """Resolve one model, decide the torch source bench may run for it (``baseline_source``: the one the user
+    named for it), and fit every requested batch to it."""
     from edgekit.runtimes.loading import model_ref
 
     path = Path(model)
     ref = model_ref(path)
     manifest = ref.manifest
-    recorded = manifest.source if manifest is not None else None
-    if config.baseline == "torch" and not (recorded and recorded.ref):
-        raise InputError(
-            f"--baseline torch needs an edgekit artifact that records its PyTorch source; {path} has none"
-            " (convert it with `edgekit convert`)"
-        )
+    torch_source = _torch_source(path, ref, baseline_source, config)
     known = shape_names(ref.inputs)
     shapes = {k: v for k, v in shapes.items() if k in known or not config.lenient_shapes}
     base = {k: int(v) for k, v in (manifest.dynamic_dims if manifest else {}).items() if k != "batch"}
@@ -238,10 +245,14 @@ def plan_model(
     if bsym is not None:
         fidelity_dims[bsym] = max(fidelity_dims[bsym], FIDELITY_BATCH)
     name = path.name if path.is_dir() else path.stem
-    source = None
-    if recorded is not None:
-        source = {"kind": recorded.kind, "ref": recorded.ref, "allow_pickle": config.allow_pickle}
-    return ModelPlan(path, name, ref, source, ranges, onnx_file_bytes(ref.path), cases, fidelity_dims)
+    return ModelPlan(path, name, ref, torch_source, ranges, onnx_file_bytes(ref.path), cases, fidelity_dims)
+
+
+def _torch_source(path: Path, ref: ModelRef, named: str | None, config: BenchConfig) -> str | None:
+    """The one the user named, else the recorded one if trusted and its sha256 matches, else none."""
+    if named is not None:
+        return named_source(named)
+    return trusted_source(path, ref.manifest) if config.trust_source else None
 
 
 def shape_names(specs: Sequence[TensorSpec]) -> set[str]:
@@ -258,7 +269,9 @@ def plan_models(
     """Plan every model. With several models a ``--shape`` applies to those that have that input or dim, and
     must fit at least one; with one model it must fit that one."""
     lenient = len(models) > 1
-    plans = [plan_model(m, shapes, batches, replace(config, lenient_shapes=lenient)) for m in models]
+    named = sources_per_model(config.baseline_sources, len(models))
+    each = replace(config, lenient_shapes=lenient)
+    plans = [plan_model(m, shapes, batches, each, source) for m, source in zip(models, named, strict=True)]
     if lenient:
         known = set().union(*(shape_names(p.ref.inputs) for p in plans))
         unknown = sorted(set(shapes) - known)

@@ -132,15 +132,15 @@ def timing_request(target: str, config: BenchConfig) -> dict[str, Any]:
 
 def _request(plan: ModelPlan, target: str, feeds: Path, config: BenchConfig, batch: int) -> dict[str, Any]:
     request = {**timing_request(target, config), "model": str(plan.path), "feeds": str(feeds), "batch": batch}
-    request["options"] = {**request["options"], **_baseline_options(plan, target)}
+    request["options"] = {**request["options"], **_baseline_options(plan, target, config)}
     return request
 
 
-def _baseline_options(plan: ModelPlan, target: str) -> dict[str, Any]:
-    """A baseline Session (torch eager) runs the model's PyTorch source: it is named in its options."""
-    if target not in BASELINES or not plan.source:
+def _baseline_options(plan: ModelPlan, target: str, config: BenchConfig) -> dict[str, Any]:
+    """A baseline Session (torch eager) runs the PyTorch source the user allowed: it is named in its options."""
+    if target not in BASELINES or not plan.torch_source:
         return {}
-    return {"source": plan.source["ref"], "allow_pickle": plan.source["allow_pickle"]}
+    return {"source": plan.torch_source, "allow_pickle": config.allow_pickle}
 
 
 def _build_rows(plans: list[ModelPlan], targets: list[str], config: BenchConfig, work: Path) -> list[_Row]:
@@ -181,7 +181,8 @@ def _load_outputs(path: Path | None) -> dict[str, np.ndarray] | None:
 def _reference(
     plan: ModelPlan, rows: list[_Row], config: BenchConfig, spawn: _Spawner, work: Path, warnings: list[str]
 ) -> tuple[str, dict[str, np.ndarray]] | None:
-    """Reference outputs for one model: torch when it can be loaded, else the default runtime as stored."""
+    """Reference outputs for one model: torch from the source the user allowed (named, or recorded and trusted)
+    when it loads, else the default runtime as stored."""
     mine = [r for r in rows if r.plan is plan and r.case == 0]
     by_target = {r.result.target: r for r in mine}
     if "torch" in by_target and by_target["torch"].outputs is not None:
@@ -189,8 +190,10 @@ def _reference(
     default = DEFAULT_TARGET
     if "torch" in by_target:
         warnings.append(f"{plan.name}: torch baseline failed, fidelity falls back to {default}")
-    elif plan.source and torch_available():
-        answer, outputs = _outputs_only(plan, "torch", mine[0], spawn, work)
+    elif plan.torch_source and not torch_available():
+        warnings.append(f"{plan.name}: torch is not installed, so fidelity is against {default}, not the source")
+    elif plan.torch_source:
+        answer, outputs = _outputs_only(plan, "torch", mine[0], config, spawn, work)
         if outputs is not None:
             return "torch", outputs
         warnings.append(f"{plan.name}: torch reference unavailable ({answer.get('error')}); using {default}")
@@ -202,7 +205,7 @@ def _reference(
     if not runtime_entry(default).is_available():
         warnings.append(f"{plan.name}: no fidelity reference (neither torch nor {default} could run it)")
         return None
-    answer, outputs = _outputs_only(plan, default, mine[0], spawn, work)
+    answer, outputs = _outputs_only(plan, default, mine[0], config, spawn, work)
     if outputs is None:
         warnings.append(f"{plan.name}: no fidelity reference: {default} failed ({answer.get('error')})")
         return None
@@ -210,12 +213,12 @@ def _reference(
 
 
 def _outputs_only(
-    plan: ModelPlan, target: str, like: _Row, spawn: _Spawner, work: Path
+    plan: ModelPlan, target: str, like: _Row, config: BenchConfig, spawn: _Spawner, work: Path
 ) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
     spawn.total += 1
     path = Path(tempfile.mkdtemp(dir=work)) / f"{target}_reference.npz"
     req = {**like.request, "target": target, "measure": False, "outputs_path": str(path), "precision": None}
-    req["options"] = _baseline_options(plan, target)
+    req["options"] = _baseline_options(plan, target, config)
     req.pop("cache_dir", None)
     answer = spawn(f"{plan.name} · {target} reference outputs", req)
     return answer, _load_outputs(path) if answer.get("ok") else None

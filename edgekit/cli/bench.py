@@ -30,7 +30,11 @@ _HELP = {
     "duration": "Minimum timed seconds per round.",
     "warmup": "Minimum warm-up seconds per round (and at least 5 runs).",
     "mode": "latency (single stream) or throughput (batches; OpenVINO async requests and streams).",
-    "baseline": "'torch': also time the original PyTorch model (eager); every target gets a speedup.",
+    "baseline": "'torch': also time the original PyTorch model (eager; needs --baseline-source or --trust-source).",
+    "baseline_source": "The PyTorch source for the torch baseline and fidelity reference, e.g. model.py:make"
+    " (once for every model, or once per model in order). Without it nothing the artifact names is run.",
+    "trust_source": "Use the source the artifact records, after checking its recorded sha256 (exit 2 if it changed).",
+    "allow_pickle": "Allow a pickled PyTorch source (loading it runs code).",
     "rounds": "Rounds, alternating across targets; every measurement is a fresh process.",
     "json": "Write the full report (every sample) as JSON.",
     "csv": "Write one CSV row per result.",
@@ -54,6 +58,9 @@ def bench_command(
     warmup: Annotated[float, typer.Option(help=_HELP["warmup"])] = 1.0,
     mode: Annotated[str, typer.Option(help=_HELP["mode"])] = "latency",
     baseline: Annotated[str | None, typer.Option(help=_HELP["baseline"])] = None,
+    baseline_source: Annotated[_Strs, typer.Option("--baseline-source", help=_HELP["baseline_source"])] = [],  # noqa: B006
+    trust_source: Annotated[bool, typer.Option("--trust-source", help=_HELP["trust_source"])] = False,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help=_HELP["allow_pickle"])] = False,
     rounds: Annotated[int, typer.Option(help=_HELP["rounds"])] = 3,
     json_path: Annotated[_OptPath, typer.Option("--json", help=_HELP["json"])] = None,
     csv_path: Annotated[_OptPath, typer.Option("--csv", help=_HELP["csv"])] = None,
@@ -76,6 +83,7 @@ def bench_command(
         report = bench(
             models, target or None, shapes=shape, batches=batches, threads=threads, precision=precision,
             iterations=iterations, duration=duration, warmup=warmup, mode=mode, baseline=baseline,
+            baseline_source=baseline_source, trust_source=trust_source, allow_pickle=allow_pickle,
             rounds=rounds, progress=progress,
         )  # fmt: skip
     _print_report(report)

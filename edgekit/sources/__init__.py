@@ -10,7 +10,9 @@ torch.
 Modules: ``kinds`` (what a reference names), ``factories`` (FILE.py:FUNCTION, package.module:FUNCTION),
 ``torchfiles`` (.pt2, TorchScript, pickle), ``huggingface`` and ``sentence_transformers`` (model
 directories), ``wrappers`` (the nn.Module classes built on first use), ``examples`` (inputs keyed by
-``forward``'s parameters), ``_util`` (hashing, JSON); one-line error text is ``edgekit.errors.one_line``.
+``forward``'s parameters), ``_util`` (JSON, eval mode); parsing a reference and hashing what it names is
+``edgekit.provenance`` (core: the bench checks recorded hashes with it); one-line error text is
+``edgekit.errors.one_line``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import SourceError
-from edgekit.sources.kinds import dir_kind, file_kind, names_factory
+from edgekit.provenance import names_factory
+from edgekit.sources.kinds import dir_kind, file_kind
 from edgekit.sources.loaded import KINDS, TOKENIZER_FILES, LoadedSource
 
 __all__ = ["KINDS", "TOKENIZER_FILES", "LoadedSource", "bundled_minilm_dir", "load_source", "source_kind"]

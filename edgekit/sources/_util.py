@@ -1,9 +1,8 @@
-"""Small helpers every source loader shares: JSON reading, file hashes, eval mode."""
+"""Small helpers every source loader shares: JSON reading, eval mode (hashes are in ``edgekit.provenance``)."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,8 +12,6 @@ from edgekit.errors import SourceError, one_line
 if TYPE_CHECKING:
     import torch
 
-_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
-
 
 def read_json(path: Path) -> Any:
     try:
@@ -23,25 +20,6 @@ def read_json(path: Path) -> Any:
         raise SourceError(f"{path} does not exist") from exc
     except (OSError, ValueError) as exc:
         raise SourceError(f"cannot read {path}: {one_line(exc)}") from exc
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weights_sha256(directory: Path) -> str | None:
-    """sha256 of the single weights file, or of ``sha256  relative/path`` lines when there are several."""
-    files = sorted({p for pattern in _WEIGHT_GLOBS for p in directory.rglob(pattern) if p.is_file()})
-    if not files:
-        return None
-    if len(files) == 1:
-        return file_sha256(files[0])
-    lines = "".join(f"{file_sha256(p)}  {p.relative_to(directory).as_posix()}\n" for p in files)
-    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def eval_mode(module: torch.nn.Module) -> torch.nn.Module:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import SourceError, one_line
-from edgekit.sources._util import eval_mode, file_sha256
+from edgekit.provenance import file_sha256, split_factory
+from edgekit.sources._util import eval_mode
 from edgekit.sources.examples import named_examples
-from edgekit.sources.kinds import split_factory
 from edgekit.sources.loaded import LoadedSource
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.artifact import TOKENIZER_DIR
 from edgekit.errors import SourceError, one_line
-from edgekit.sources._util import weights_sha256
+from edgekit.provenance import weights_sha256
 from edgekit.sources.examples import forward_names
 from edgekit.sources.loaded import TOKENIZER_FILES, LoadedSource
 from edgekit.sources.wrappers import torch_classes

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import zipfile
 from pathlib import Path
 
 from edgekit.errors import SourceError, one_line
 
 _TORCH_FILE_SUFFIXES = {".pt", ".pth", ".pt2", ".ts", ".jit", ".bin", ".pkl", ".ckpt"}
-_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-
-
-def split_factory(text: str) -> tuple[str, str] | None:
-    """``(target, function)`` for ``target:function``, else None (a bare path or a Windows drive letter)."""
-    head, sep, func = text.rpartition(":")
-    if not sep or not head or not _DOTTED.fullmatch(func):
-        return None
-    return head, func
-
-
-def names_factory(text: str) -> bool:
-    """Whether ``text`` reads as ``FILE.py:FUNCTION`` or ``package.module:FUNCTION``."""
-    factory = split_factory(text)
-    return factory is not None and (factory[0].endswith(".py") or bool(_DOTTED.fullmatch(factory[0])))
 
 
 def dir_kind(path: Path) -> str:

@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgekit.provenance import SOURCE_KINDS
+
 if TYPE_CHECKING:
     import torch
 
-KINDS = ("python", "exported_program", "torchscript", "pickle", "huggingface", "sentence_transformers")
+KINDS = SOURCE_KINDS
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",

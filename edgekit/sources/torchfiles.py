@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import SourceError, one_line
-from edgekit.sources._util import eval_mode, file_sha256
+from edgekit.provenance import file_sha256
+from edgekit.sources._util import eval_mode
 from edgekit.sources.examples import forward_names, named_examples
 from edgekit.sources.loaded import LoadedSource
 
