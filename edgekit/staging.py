@@ -137,8 +137,10 @@ def _held_lock(directory: Path) -> Iterator[None]:
     fd = _open_dir(directory)
     try:
         if fd is not None and fcntl is not None:
-            with contextlib.suppress(OSError):  # a filesystem without flock: the pid in the name still tells
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # blocking: a sweeper may hold it for the instant it takes to probe; without flock support on this
+            # filesystem the pid and start time in the name still tell
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         if fd is not None:
