@@ -1,31 +1,32 @@
 """The artifact: a directory holding the ONNX model, ``edgekit.json`` and what the model needs on a device.
 
-Written into a temporary sibling directory and renamed into place, so an interrupted or failed run never
-leaves a half artifact at the output path. Every file's sha256 is recorded; loading checks them, so a model
-file modified after conversion is an error rather than a silent surprise.
+Written into a temporary sibling directory and renamed into place (``edgekit.staging``), so an interrupted or
+failed run never leaves a half artifact at the output path. Every file's sha256 is recorded; loading checks
+them, so a model file modified after conversion is an error rather than a silent surprise. An artifact is
+data: every path it names (``files``, ``model``, ``variants``, the external data of its ONNX files) goes
+through :func:`edgekit.paths.confined_path` before anything reads it, and ``source.ref`` is never opened.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import platform
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+import posixpath
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from edgekit._version import __version__
-from edgekit.errors import ArtifactError, ModelFormatError, OutputError
+from edgekit.errors import ArtifactError, ModelFormatError
+from edgekit.paths import confined_path
 from edgekit.specs import TensorSpec
+from edgekit.staging import atomic_write as atomic_write  # the artifact's writers, re-exported for callers
+from edgekit.staging import staging_dir as staging_dir
 
 # the artifact's layout: every module that names a file in an artifact takes the name from here
 MANIFEST_NAME = "edgekit.json"
@@ -136,78 +137,18 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-@contextlib.contextmanager
-def staging_dir(out: Path, *, force: bool = False) -> Iterator[Path]:
-    """Yield a fresh directory next to ``out``; on success move it to ``out`` atomically, else delete it.
-
-    Fails before any work when ``out`` cannot be written, or exists (unless ``force``), so nothing of the
-    user's is ever lost or half-overwritten.
-    """
-    out = Path(out).absolute()
-    if out.exists() and not force:
-        raise OutputError(f"output path already exists: {out} (pass --force to replace it)")
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output path exists and is not a directory: {out}")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    except OSError as exc:
-        raise OutputError(f"cannot write output directory {out}: {exc.strerror or exc}") from exc
-    try:
-        yield tmp
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Write a file through ``write(f)`` into a temporary sibling, then rename: readers never see half a file.
-
-    An unwritable location is an :class:`OutputError`; the file gets ordinary permissions (umask), not
-    mkstemp's 0600.
-    """
-    path = Path(path).absolute()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-    backup.rmdir()
-    os.rename(out, backup)
-    try:
-        os.rename(tmp, out)
-    except OSError:
-        os.rename(backup, out)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
-
-
 def write_manifest(directory: Path, manifest: Manifest) -> Manifest:
-    """Hash every file in ``directory`` into the manifest and write ``edgekit.json``."""
+    """Hash every file in ``directory`` into the manifest and write ``edgekit.json``.
+
+    Each name goes through the same confinement as on load, so a symlink out of the staging directory fails
+    the convert instead of producing an artifact that no reader accepts.
+    """
+    directory = Path(directory)
     files = {}
     for p in sorted(directory.rglob("*")):
         if p.is_file() and p.name != MANIFEST_NAME:
-            files[p.relative_to(directory).as_posix()] = sha256_of(p)
+            rel = p.relative_to(directory).as_posix()
+            files[rel] = sha256_of(confined_path(directory, rel, "files entry"))
     manifest = manifest.model_copy(update={"files": files})
     if not manifest.edgekit_version:
         manifest = manifest.model_copy(update={"edgekit_version": __version__})
@@ -235,13 +176,41 @@ def read_manifest(directory: Path) -> Manifest:
 
 
 def verify_files(directory: Path, manifest: Manifest) -> None:
-    """Raise :class:`ArtifactError` when a recorded file is missing or its content changed."""
+    """Raise :class:`ArtifactError` unless every path the manifest names is confined to ``directory``, every
+    listed file is there with its recorded sha256, and the model and each variant are among those files."""
+    directory = Path(directory)
     for rel, digest in manifest.files.items():
-        p = Path(directory) / rel
-        if not p.is_file():
-            raise ArtifactError(f"artifact file missing: {p}")
-        if sha256_of(p) != digest:
-            raise ArtifactError(f"artifact file was modified after conversion (sha256 mismatch): {p}")
+        _hashed_file(directory, rel, digest, "files entry")
+    for label, rel in _model_entries(manifest):
+        listed_path(directory, manifest, rel, label)
+
+
+def listed_path(directory: Path, manifest: Manifest, rel: str, label: str) -> Path:
+    """The path of ``rel`` in the artifact, refused unless it is confined and listed (hashed) in ``files``."""
+    path = confined_path(directory, rel, label)
+    if rel not in manifest.files:
+        raise ArtifactError(f"{label} {rel!r} is not among the artifact's hashed files, so it cannot be verified")
+    return path
+
+
+def artifact_file(directory: Path, manifest: Manifest, rel: str, label: str) -> Path:
+    """A file the manifest lists, confined and with its hash checked now: for readers that open one file."""
+    listed_path(directory, manifest, rel, label)
+    return _hashed_file(Path(directory), rel, manifest.files[rel], label)
+
+
+def _hashed_file(directory: Path, rel: str, digest: str, label: str) -> Path:
+    path = confined_path(directory, rel, label)
+    if not path.is_file():
+        raise ArtifactError(f"artifact file missing: {path} ({label} {rel!r})")
+    if sha256_of(path) != digest:
+        raise ArtifactError(f"artifact file was modified after conversion (sha256 mismatch): {path} ({label} {rel!r})")
+    return path
+
+
+def _model_entries(manifest: Manifest) -> list[tuple[str, str]]:
+    """Each model file the manifest names, with the label an error shows for it."""
+    return [("model", manifest.model), *((f"variants[{t!r}]", f) for t, f in manifest.variants.items())]
 
 
 def variant_for(manifest: Manifest, target: str | None, variant: str | None = None) -> str:
@@ -258,8 +227,29 @@ def variant_for(manifest: Manifest, target: str | None, variant: str | None = No
     raise ArtifactError(f"artifact has no variant {variant!r}; it has: {', '.join(sorted(files))}")
 
 
-def find_model(path: Path) -> tuple[Path, Manifest | None]:
-    """Resolve a user path (artifact directory or bare ``.onnx``) to the ONNX file and its manifest."""
+def artifact_model(directory: Path, manifest: Manifest, rel: str) -> Path:
+    """The model file ``rel`` of a verified artifact, once its external data is confined and hashed too.
+
+    The ONNX file itself names its external data, so a hashed model could still point a runtime at any file;
+    each location must be one of the artifact's hashed files.
+    """
+    from edgekit.onnxfile import external_data_of
+
+    directory = Path(directory)
+    label = next((lb for lb, f in _model_entries(manifest) if f == rel), "model")
+    path = listed_path(directory, manifest, rel, label)
+    for data in external_data_of(path):
+        data_rel = posixpath.normpath(data.relative_to(directory).as_posix())
+        listed_path(directory, manifest, data_rel, f"external data of {label} {rel!r}")
+    return path
+
+
+def find_model(path: Path, target: str | None = None, variant: str | None = None) -> tuple[Path, Manifest | None]:
+    """Resolve a user path (artifact directory or bare ``.onnx``) to the ONNX file and its manifest.
+
+    For an artifact every path and hash is verified first, and the file is the one ``target`` (or ``variant``)
+    selects, the base model by default; this path is the one a runtime then loads.
+    """
     path = Path(path)
     if not path.exists():
         raise ModelFormatError(f"model not found: {path}")
@@ -267,10 +257,7 @@ def find_model(path: Path) -> tuple[Path, Manifest | None]:
         if (path / MANIFEST_NAME).exists():
             manifest = read_manifest(path)
             verify_files(path, manifest)
-            model = path / manifest.model
-            if not model.is_file():
-                raise ArtifactError(f"artifact names model {manifest.model!r} but it is missing in {path}")
-            return model, manifest
+            return artifact_model(path, manifest, variant_for(manifest, target, variant)), manifest
         candidates = sorted(path.glob("*.onnx"))
         if len(candidates) == 1:
             return candidates[0], None

@@ -29,7 +29,8 @@ class ModelFormatError(InputError):
 
 
 class ArtifactError(ModelFormatError):
-    """An artifact directory is incomplete, or a file in it no longer matches its recorded hash."""
+    """An artifact directory is incomplete, names a path outside itself (or an ONNX file names external data
+    outside its directory), or a file in it no longer matches its recorded hash."""
 
 
 class FeedError(InputError):

@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import mmap
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import ModelFormatError
+from edgekit.paths import confined_path
 from edgekit.specs import TensorSpec, specs_from_onnx_values
 
 if TYPE_CHECKING:
@@ -37,6 +40,7 @@ def read_onnx(path: Path, *, check: bool = True) -> onnx.ModelProto:
         raise ModelFormatError(f"not a valid ONNX model (truncated or corrupt?): {path}: {_first_line(exc)}") from exc
     if not model.graph.output or not model.graph.node:
         raise ModelFormatError(f"not a valid ONNX model (empty graph; truncated or corrupt?): {path}")
+    external_data_files(model, path)  # before the checker, which would follow the locations
     if check:
         try:
             onnx.checker.check_model(str(path))
@@ -116,10 +120,70 @@ def model_summary(model: onnx.ModelProto, path: Path) -> dict[str, Any]:
 
 
 def external_data_files(model: onnx.ModelProto, path: Path) -> list[Path]:
-    """Files referenced as external data by ``model`` stored at ``path``."""
-    names = set()
-    for t in model.graph.initializer:
-        for entry in t.external_data:
-            if entry.key == "location":
-                names.add(entry.value)
-    return [path.parent / n for n in sorted(names)]
+    """Files referenced as external data by ``model`` stored at ``path``, each confined to ``path``'s directory.
+
+    A location that is absolute, climbs out with ``..`` or is a symlink out is an :class:`ArtifactError`: an
+    ONNX file is data, and must not make a runtime read a file beside or above the directory it came in.
+    """
+    label = f"external data of {path.name}"
+    return [confined_path(path.parent, loc, label, canonical=False) for loc in external_data_locations(model)]
+
+
+def external_data_of(path: Path) -> list[Path]:
+    """:func:`external_data_files` of the ONNX file at ``path``, parsing it only when it can have any.
+
+    An external tensor always spells the key ``location`` in the file's bytes; a model without it (every
+    model under 2 GB that edgekit writes) is scanned, not parsed, so loading a large artifact stays cheap.
+    """
+    import onnx
+
+    path = Path(path)
+    if not _mentions_location(path):
+        return []
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelFormatError(f"not a valid ONNX model (truncated or corrupt?): {path}: {_first_line(exc)}") from exc
+    return external_data_files(model, path)
+
+
+def _mentions_location(path: Path) -> bool:
+    if path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        return view.find(b"location") != -1
+
+
+def external_data_locations(model: onnx.ModelProto) -> list[str]:
+    """Every external-data ``location`` in ``model``, subgraphs and functions included, sorted, once each."""
+    names = {entry.value for tensor in _all_tensors(model) for entry in tensor.external_data if entry.key == "location"}
+    return sorted(names)
+
+
+def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            yield from _node_tensors(node)
+
+
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        yield from _node_tensors(node)
+
+
+def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
+    """Tensors held in a node's attributes, and those of its subgraphs (If, Loop, Scan bodies)."""
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        for sparse in [*([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []), *attr.sparse_tensors]:
+            yield from (sparse.values, sparse.indices)
+        if attr.HasField("g"):
+            yield from _graph_tensors(attr.g)
+        for graph in attr.graphs:
+            yield from _graph_tensors(graph)

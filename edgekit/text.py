@@ -37,10 +37,13 @@ class TextEncoder:
 
     @classmethod
     def for_artifact(cls, artifact: Path, max_length: int = 128) -> TextEncoder:
-        from edgekit.artifact import read_manifest
+        from edgekit.artifact import artifact_file, read_manifest
 
         manifest = read_manifest(artifact)
-        return cls(Path(artifact) / TOKENIZER_FILE, manifest.input_specs(), max_length)
+        if TOKENIZER_FILE not in manifest.files:
+            raise InputError(f"no tokenizer in the artifact (expected {Path(artifact) / TOKENIZER_FILE})")
+        tokenizer = artifact_file(Path(artifact), manifest, TOKENIZER_FILE, "tokenizer")
+        return cls(tokenizer, manifest.input_specs(), max_length)
 
     def encode(self, sentences: Sequence[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Feeds for ``sentences``: padded to the longest (or to ``pad_to``), in each input's dtype."""

@@ -17,16 +17,17 @@ from edgekit.runtimes.base import ModelRef, Session, SessionConfig
 
 
 def model_ref(model: str | Path, target: str | None = None, *, variant: str | None = None) -> ModelRef:
-    """Resolve and check a model path: artifact hashes verified, or a bare ONNX file parsed and checked.
+    """Resolve and check a model path: artifact paths confined and hashes verified, or a bare ONNX file parsed
+    and checked (its external data confined to its directory).
 
     For an artifact with per-target variants, ``target`` picks the file that target runs best (the manifest's
     ``variants``); ``variant`` (a file name, or a mode such as ``int8`` / ``fp32``) overrides it.
     """
-    onnx_path, manifest = find_model(Path(model))
+    onnx_path, manifest = find_model(Path(model), target, variant)  # the one path checked is the one loaded
     if manifest is not None:
         chosen = variant_for(manifest, target, variant)
         return ModelRef(
-            path=onnx_path.parent / chosen,
+            path=onnx_path,
             inputs=tuple(manifest.input_specs()),
             outputs=tuple(manifest.output_specs()),
             precision=manifest.variant_precisions.get(chosen, manifest.precision),
