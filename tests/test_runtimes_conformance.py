@@ -6,6 +6,8 @@ errors for the same bad feeds.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -141,3 +143,55 @@ def test_what_the_builtin_runtimes_declare():
     assert not ort.has_compile_cache and ov.compile_cache == "OpenVINO CACHE_DIR" and not ov.caches_by_default
     assert ov.throughput_options == {"performance_hint": "THROUGHPUT"} and not ort.throughput_options
     assert trt.device_kinds == ("gpu",) and trt.caches_by_default and trt.has_compile_cache
+
+
+_THREADS, _RUNS_PER_THREAD = 8, 120
+
+
+def _distinct_feeds(count: int) -> list[dict[str, np.ndarray]]:
+    """``count`` different inputs for the MLP, batch 1 to 3, so a swapped result or shape cannot pass."""
+    rng = np.random.default_rng(7)
+    return [{"x": rng.standard_normal((1 + k % 3, 8)).astype(np.float32)} for k in range(count)]
+
+
+def _run_concurrently(session, feeds: list[dict[str, np.ndarray]]) -> tuple[list, list[BaseException]]:
+    """Thread ``t`` runs feeds ``t, t + THREADS, ...``, all starting together; returns (outputs, errors)."""
+    outputs: list = [None] * len(feeds)
+    errors: list[BaseException] = []
+    start = threading.Barrier(_THREADS)
+
+    def worker(first: int) -> None:
+        start.wait()
+        for k in range(first, len(feeds), _THREADS):
+            try:
+                outputs[k] = session.run(feeds[k])
+            except Exception as exc:  # counted, not raised: the test reports how many and which
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a run did not return within 60 s"
+    return outputs, errors
+
+
+def test_concurrent_runs_give_the_serial_results(mlp_onnx, runtime):
+    """8 threads sharing one session get exactly what one thread gets, input by input, with no errors."""
+    feeds = _distinct_feeds(_THREADS * _RUNS_PER_THREAD)
+    with _load(mlp_onnx.path, runtime) as session:
+        serial = [session.run(f) for f in feeds]
+        concurrent, errors = _run_concurrently(session, feeds)
+    wrong = [k for k, (want, got) in enumerate(zip(serial, concurrent, strict=True)) if got and _differ(want, got)]
+    assert not errors and not wrong, (
+        f"of {len(feeds)} concurrent runs, {len(errors)} failed (first: {errors[:1]!r}) and "
+        f"{len(wrong)} returned another result than the serial run of the same input"
+    )
+
+
+def _differ(want: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> bool:
+    """Different names, shapes, or any value further than 1e-6 from the serial output."""
+    if set(got) != set(want):
+        return True
+    return any(got[n].shape != want[n].shape or float(np.max(np.abs(got[n] - want[n]))) > 1e-6 for n in want)

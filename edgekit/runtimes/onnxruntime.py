@@ -1,4 +1,8 @@
-"""ONNX Runtime backend: CPU by default, CUDA/TensorRT/OpenVINO execution providers when the build has them."""
+"""ONNX Runtime backend: CPU by default, CUDA/TensorRT/OpenVINO execution providers when the build has them.
+
+Thread safety: ``InferenceSession.run`` is documented thread-safe, and the session adds no state a run
+changes, so threads share one session without a lock; concurrent runs give the serial results.
+"""
 
 from __future__ import annotations
 

@@ -3,11 +3,22 @@
 On CPUs with native bf16 the CPU plugin runs FP32 models in bf16 unless told otherwise; the session always
 reports the effective ``INFERENCE_PRECISION_HINT`` so a report never hides that. Throughput runs use
 OpenVINO's own ``AsyncInferQueue`` with the plugin's optimal number of requests.
+
+Thread safety: an OpenVINO infer request runs one inference at a time, and its output tensors are buffers
+the next inference overwrites, so one request shared by threads fails with "Infer Request is busy" or,
+worse, hands one caller another caller's result. A session therefore keeps a pool of infer requests: each
+``run`` takes one (creating it when all are in use, so the pool grows to the peak number of concurrent
+calls), copies the outputs out (``share_outputs=False``) and puts the request back. Concurrent ``run`` calls
+give exactly the serial results and need no lock, so threads also buy throughput: inferences run in
+parallel when the compiled model has several streams (``performance_hint="THROUGHPUT"`` or ``num_streams``);
+with one stream they take turns on it while the rest of each call overlaps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 import time
 from collections.abc import Mapping
 from functools import cache
@@ -75,7 +86,7 @@ def compile_config(
 
 
 class OpenVINOSession(Session):
-    """An OpenVINO compiled model with one synchronous infer request (and an async queue for throughput)."""
+    """An OpenVINO compiled model with a pool of infer requests, one per concurrent ``run``; thread-safe."""
 
     target = "openvino"
     capabilities = RuntimeCapabilities(
@@ -99,18 +110,35 @@ class OpenVINOSession(Session):
             self._compiled = core.compile_model(model, self._device, self._config)
         except Exception as exc:
             raise BackendError(f"openvino failed to compile for {self._device}: {_first_line(exc)}") from exc
-        self._request = self._compiled.create_infer_request()
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()  # idle infer requests, taken per run
+        self._requests.put(self._compiled.create_infer_request())
+        self._throughput_lock = threading.Lock()  # one AsyncInferQueue: one throughput run at a time
         self._queue: Any = None  # the AsyncInferQueue, made on the first throughput run and kept for the next
         self._latencies: list[int] = []
         self._output_names = [o.name for o in self.outputs]
         self._version = ov.get_version()
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        requests = self._requests
         try:
-            result = self._request.infer(feeds, share_inputs=True, share_outputs=False)
+            request = requests.get_nowait()
+        except queue.Empty:  # every request is busy in another thread: this caller gets its own
+            request = self._new_request()
+        try:
+            # share_outputs=False copies the outputs out of the request before another caller reuses it
+            result = request.infer(feeds, share_inputs=True, share_outputs=False)
+            return dict(zip(self._output_names, result.to_tuple(), strict=True))
         except Exception as exc:
             raise BackendError(f"openvino run failed: {_first_line(exc)}") from exc
-        return dict(zip(self._output_names, result.to_tuple(), strict=True))
+        finally:
+            requests.put(request)
+
+    def _new_request(self) -> Any:
+        """A fresh infer request for the pool; a session closed meanwhile makes none."""
+        compiled = self._compiled
+        if compiled is None:
+            raise InputError(f"{self.target} session is closed")
+        return compiled.create_infer_request()
 
     @property
     def compiled_model(self) -> Any:
@@ -143,13 +171,20 @@ class OpenVINOSession(Session):
         """Keep the plugin's optimal number of requests in flight through an ``AsyncInferQueue``.
 
         Latencies run from ``start_async`` to the request's callback, so they include time queued behind
-        other requests. Runs at least as many requests as the queue holds.
+        other requests. Runs at least as many requests as the queue holds. Throughput runs from several
+        threads take turns (they share the queue); ``run`` calls meanwhile use their own requests.
         """
         if self._closed:
             raise InputError(f"{self.target} session is closed")
         self.validate(feeds)
-        queue = self._async_queue()
-        jobs = len(queue)
+        with self._throughput_lock:
+            return self._throughput(feeds, min_requests, min_seconds, max_requests)
+
+    def _throughput(
+        self, feeds: Mapping[str, np.ndarray], min_requests: int, min_seconds: float, max_requests: int | None
+    ) -> ThroughputRun:
+        async_queue = self._async_queue()
+        jobs = len(async_queue)
         latencies = self._latencies
         latencies.clear()
         count = max(min_requests, jobs)
@@ -159,9 +194,9 @@ class OpenVINOSession(Session):
         deadline, sent = begin + int(min_seconds * 1e9), 0
         try:
             while (cap is None or sent < cap) and (sent < count or clock() < deadline):
-                queue.start_async(feeds, userdata=clock())
+                async_queue.start_async(feeds, userdata=clock())
                 sent += 1
-            queue.wait_all()
+            async_queue.wait_all()
         except Exception as exc:
             raise BackendError(f"openvino async run failed: {_first_line(exc)}") from exc
         elapsed = (clock() - begin) / 1e9
@@ -205,11 +240,14 @@ class OpenVINOSession(Session):
         )
 
     def _close(self) -> None:
-        if self._queue is not None:
-            self._queue.wait_all()
-            self._queue = None
-        del self._request
-        del self._compiled
+        with self._throughput_lock:
+            if self._queue is not None:
+                self._queue.wait_all()
+                self._queue = None
+        with contextlib.suppress(queue.Empty):
+            while True:  # idle requests go now; one still running returns to the pool and goes with the session
+                self._requests.get_nowait()
+        self._compiled = None
 
     @classmethod
     def probe(cls) -> dict[str, Any]:
