@@ -129,7 +129,14 @@ class ThroughputRun:
 
 
 class Session(ABC):
-    """A loaded model on one runtime. ``run`` validates feeds, then calls the backend's ``_infer``."""
+    """A loaded model on one runtime. ``run`` validates feeds, then calls the backend's ``_infer``.
+
+    Thread safety, a contract every runtime keeps (``tests/test_runtimes_conformance.py`` checks it): one
+    session may be shared by threads, and concurrent ``run`` calls return exactly what serial calls would,
+    each caller its own outputs. How is the backend's business: ONNX Runtime's ``InferenceSession.run`` is
+    thread-safe itself, OpenVINO takes an infer request from a pool per call, TensorRT serializes calls on
+    its one execution context. ``close`` once the runs you started have returned.
+    """
 
     target: ClassVar[str] = ""
     capabilities: ClassVar[RuntimeCapabilities] = RuntimeCapabilities()
