@@ -76,6 +76,9 @@ class RuntimeCapabilities:
     compile_cache: str | None = None  # what its compile cache is called ("OpenVINO CACHE_DIR"); None: none
     caches_by_default: bool = False  # writes a persistent cache even when no cache_dir is given (TensorRT)
     throughput_options: Mapping[str, Any] = field(default_factory=dict)  # load options that suit throughput
+    # its INT8 takes zero point 0 only (TensorRT's explicit quantization): static INT8 for it needs symmetric
+    # int8 activations, which CPU runtimes run slower and less faithfully than uint8 ones
+    int8_symmetric_only: bool = False
 
     @property
     def has_compile_cache(self) -> bool:

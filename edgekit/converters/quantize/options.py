@@ -18,9 +18,10 @@ FP16_KEEP_FP32 = ("LayerNormalization", "ReduceL2", "ReduceMean", "ReduceSum", "
                   "Div", "Range", "Where", "IsNaN", "Clip", "BatchNormalization", "InstanceNormalization")  # fmt: skip
 
 
-def variant_file(mode: str) -> str:
-    """``model.int8.onnx``, ``model.int8-dynamic.onnx``, ``model.fp16.onnx``."""
-    return f"model.{mode}.onnx"
+def variant_file(mode: str, *, symmetric: bool = False) -> str:
+    """``model.int8.onnx``, ``model.int8-sym.onnx`` (symmetric activations), ``model.int8-dynamic.onnx``,
+    ``model.fp16.onnx``."""
+    return f"model.{mode}{'-sym' if symmetric else ''}.onnx"
 
 
 @dataclass(frozen=True)

@@ -140,22 +140,47 @@ def _single(
     artifact: Path, base: Path, request: QuantizeRequest, data: CalibrationSet | None, refs: list,
     kinds: Mapping[str, str], say: ProgressFn,
 ) -> tuple[dict[str, str], dict[str, Any]]:  # fmt: skip
-    options = QuantizeOptions(mode=request.mode, calibration=request.calibration)
-    say(f"quantizing ({request.mode})")
-    result = quantize_model(base, artifact / variant_file(request.mode), options, data.calibration if data else ())
-    targets = request.variant_targets()
-    metrics: dict[str, Any] = {"result": result.summary()}
-    if data is not None and data.heldout:
-        fid = {t: _heldout_fidelity(result.path, t, data.heldout, refs, kinds) for t in targets}
-        metrics["heldout_fidelity"] = fid
-        goal = request.goal
-        for t, m in fid.items():
-            if goal is not None and not goal.met(m):
-                raise ValidationError(
-                    f"{request.mode} model misses {goal} on {t}: {goal.metric}={m.get(goal.metric, float('nan')):.5f}"
-                    f" on {m['samples']} held-back samples"
-                )
-    return dict.fromkeys(targets, result.path.name), metrics
+    """One scheme for every target; static INT8 gets one file per activation scheme the targets take."""
+    variants: dict[str, str] = {}
+    metrics: dict[str, Any] = {}
+    for options, targets in scheme_groups(request).items():
+        file = variant_file(options.mode, symmetric=options.activation_symmetric)
+        say(f"quantizing ({request.mode}{', symmetric activations' if options.activation_symmetric else ''})")
+        result = quantize_model(base, artifact / file, options, data.calibration if data else ())
+        metrics.setdefault("results", {})[file] = result.summary()
+        if data is not None and data.heldout:
+            fid = {t: _heldout_fidelity(result.path, t, data.heldout, refs, kinds) for t in targets}
+            metrics.setdefault("heldout_fidelity", {}).update(fid)
+            _require_goal(request, fid)
+        variants.update(dict.fromkeys(targets, file))
+    return variants, metrics
+
+
+def scheme_groups(request: QuantizeRequest) -> dict[QuantizeOptions, list[str]]:
+    """The options each target's variant is made with, and the targets that share them.
+
+    Static INT8 activations are uint8 with a zero point (what CPU runtimes run fastest and most faithfully)
+    except for targets whose INT8 takes zero point 0 only (``int8_symmetric_only``, TensorRT): those get a
+    second model with symmetric int8 activations. Other modes are one model for all.
+    """
+    from edgekit.runtimes import runtime_capabilities
+
+    groups: dict[QuantizeOptions, list[str]] = {}
+    for target in request.variant_targets():
+        symmetric = request.mode == "int8" and runtime_capabilities(target).int8_symmetric_only
+        options = QuantizeOptions(mode=request.mode, calibration=request.calibration, activation_symmetric=symmetric)
+        groups.setdefault(options, []).append(target)
+    return groups
+
+
+def _require_goal(request: QuantizeRequest, fidelity: Mapping[str, Mapping[str, float]]) -> None:
+    goal = request.goal
+    for t, m in fidelity.items():
+        if goal is not None and not goal.met(m):
+            raise ValidationError(
+                f"{request.mode} model misses {goal} on {t}: {goal.metric}={m.get(goal.metric, float('nan')):.5f}"
+                f" on {m['samples']} held-back samples"
+            )
 
 
 def _auto(

@@ -110,7 +110,7 @@ class TensorRTSession(Session):
     target = "tensorrt"
     # engines are cached under ~/.cache/edgekit/tensorrt unless cache_dir says elsewhere
     capabilities = RuntimeCapabilities(
-        device_kinds=("gpu",), compile_cache="TensorRT plan cache", caches_by_default=True
+        device_kinds=("gpu",), compile_cache="TensorRT plan cache", caches_by_default=True, int8_symmetric_only=True
     )
 
     # -- load -----------------------------------------------------------------------------------------
