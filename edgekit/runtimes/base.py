@@ -171,6 +171,12 @@ class Session(ABC):
         """Release backend resources."""
 
     @classmethod
+    def import_backend(cls) -> None:
+        """Import the runtime's package as loading a model would (the bench does it before it times a load);
+        a backend whose import needs care (OpenVINO's telemetry) overrides this."""
+        return None
+
+    @classmethod
     def probe(cls) -> dict[str, Any]:
         """Import the backend and report ``{"version": ..., "devices": [...]}`` for ``edgekit targets``."""
         return {}
