@@ -17,6 +17,7 @@ from edgekit.benchmark.plan import BenchConfig
 from edgekit.converters.calibration import CalibrationOptions, load_calibration
 from edgekit.converters.quantize import QuantizeOptions, quantize_model
 from edgekit.converters.quantize.auto import AutoOptions, auto_quantize, keep_files
+from edgekit.converters.quantize.nncf_engine import nncf_available
 from edgekit.converters.quantize.sensitivity import rank_nodes
 from edgekit.errors import InputError, ValidationError
 from edgekit.fidelity import fidelity_metrics, parse_fidelity
@@ -108,8 +109,9 @@ def test_auto_keeps_the_sensitive_layer_in_float_and_records_every_candidate(tmp
     options = AutoOptions(parse_fidelity("cosine>=0.95"), ("onnxruntime", "openvino"), latency=FAST)
     result = auto_quantize(src, work, data, refs, data.calibration[0], options, lambda _: None)
     rows = {(r["target"], r["scheme"]): r for r in result.candidates}
+    nncf = {("openvino", "int8-nncf")} if nncf_available() else set()
     assert set(rows) == {("onnxruntime", "fp32"), ("onnxruntime", "int8-dynamic"), ("onnxruntime", "int8"),
-                         ("openvino", "fp32"), ("openvino", "int8")}  # fmt: skip
+                         ("openvino", "fp32"), ("openvino", "int8"), *nncf}  # fmt: skip
     for row in rows.values():
         assert row["latency"]["p50_ms"] > 0 and "cosine" in row["fidelity"]
     for key in [("onnxruntime", "int8"), ("openvino", "int8"), ("onnxruntime", "int8-dynamic")]:

@@ -35,9 +35,16 @@ BASELINE = "fp32"
 # schemes per target, in order of expected speed there
 CANDIDATES: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("int8-dynamic", "int8"),
-    "openvino": ("int8",),
+    "openvino": ("int8", "int8-nncf"),  # int8-nncf where NNCF is installed (the nncf extra)
     "tensorrt": ("int8-sym", "fp16"),
 }
+
+
+def candidates_for(target: str) -> tuple[str, ...]:
+    """The schemes ``auto`` tries on ``target`` here: its candidates whose engine is installed."""
+    from edgekit.converters.quantize.nncf_engine import nncf_available
+
+    return tuple(s for s in CANDIDATES[target] if s != "int8-nncf" or nncf_available())
 
 
 def default_auto_targets() -> list[str]:
@@ -53,6 +60,8 @@ def scheme_options(scheme: str, calibration: str) -> QuantizeOptions:
         return QuantizeOptions(mode="int8", calibration=calibration, activation_symmetric=True)
     if scheme == "int8":
         return QuantizeOptions(mode="int8", calibration=calibration)
+    if scheme == "int8-nncf":  # NNCF calibrates its own way (MinMax with its own range estimators)
+        return QuantizeOptions(mode="int8", engine="nncf")
     return QuantizeOptions(mode=scheme)
 
 
@@ -111,8 +120,9 @@ def auto_quantize(
     if not data.heldout:
         raise InputError("--quantize auto needs held-back samples: give at least 3 calibration samples")
     ctx = _Context(base, work, data, references, options, say)
-    steps = {s: _search(ctx, s, [t for t in options.targets if s in CANDIDATES[t]]) for s in _schemes(options.targets)}
-    picks = {t: {s: _pick_step(steps[s], t, options.fidelity) for s in CANDIDATES[t]} for t in options.targets}
+    schemes = _schemes(options.targets)
+    steps = {s: _search(ctx, s, [t for t in options.targets if s in candidates_for(t)]) for s in schemes}
+    picks = {t: {s: _pick_step(steps[s], t, options.fidelity) for s in candidates_for(t)} for t in options.targets}
     baseline = {t: ctx.fidelity(base, t) for t in options.targets}
     latencies = _latencies(ctx, picks, latency_feeds)
     records, chosen, variants = [], {}, {}
@@ -127,7 +137,7 @@ def auto_quantize(
 
 
 def _schemes(targets: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(s for t in targets for s in CANDIDATES[t]))
+    return list(dict.fromkeys(s for t in targets for s in candidates_for(t)))
 
 
 def _search(ctx: _Context, scheme: str, targets: list[str]) -> list[Step]:

@@ -77,6 +77,10 @@ def quantize_model(
     with _quiet_ort():
         if options.mode == "int8-dynamic":
             _dynamic(src, dst, options, nodes)
+        elif options.mode == "int8" and options.engine == "nncf":
+            from edgekit.converters.quantize.nncf_engine import quantize_with_nncf
+
+            quantize_with_nncf(src, dst, options, calibration)
         elif options.mode == "int8":
             _static(src, dst, options, nodes, calibration, ranges)
         else:

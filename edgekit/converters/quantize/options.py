@@ -12,6 +12,7 @@ from edgekit.errors import InputError
 MODES = ("int8-dynamic", "int8", "fp16")
 CLI_MODES = ("none", *MODES, "auto")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+ENGINES = ("onnxruntime", "nncf")  # who quantizes static INT8: ONNX Runtime's quantize_static, or NNCF
 # ops with a constant weight worth storing in INT8; Gather is an embedding table (in MiniLM 47 of its 90 MB)
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv", "Gather")
 _WEIGHT_INPUT = {"Gather": 0}  # which input holds the weight (the table); every other op's is input 1
@@ -50,10 +51,13 @@ class QuantizeOptions:
     percentile: float = 99.999
     smoothquant_alpha: float | None = None
     fp16_keep: tuple[str, ...] = FP16_KEEP_FP32
+    engine: str = "onnxruntime"  # static INT8 only; see ENGINES
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InputError(f"unknown quantization mode {self.mode!r}; expected one of: {', '.join(MODES)}")
+        if self.engine not in ENGINES or (self.engine != "onnxruntime" and self.mode != "int8"):
+            raise InputError(f"quantization engine {self.engine!r} is not one of {', '.join(ENGINES)} for {self.mode}")
         if self.calibration not in CALIBRATION_METHODS:
             raise InputError(
                 f"unknown calibration method {self.calibration!r}; expected {', '.join(CALIBRATION_METHODS)}"
