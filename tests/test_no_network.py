@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 MODELS = Path(__file__).parent / "models"
@@ -61,6 +62,12 @@ def test_the_guard_catches_a_connection_attempt(offline_env):
     assert "offline test" in result.stdout and marker.exists()
 
 
+def calibration(path: Path) -> Path:
+    np.save(path, np.random.default_rng(0).standard_normal((60, 16)).astype(np.float32))
+    return path
+
+
+@pytest.mark.slow
 def test_convert_run_inspect_bench_open_no_connection(offline_env, tmp_path):
     env, marker = offline_env
     out = tmp_path / "mlp"
@@ -69,6 +76,19 @@ def test_convert_run_inspect_bench_open_no_connection(offline_env, tmp_path):
         ["run", str(out), "--target", "openvino"],
         ["inspect", str(out)],
         ["bench", str(out), "-t", "onnxruntime", "-t", "openvino", "--threads", "1", *QUICK],
+        # the quantizers too: NNCF (an auto candidate for OpenVINO where installed) has telemetry of its own
+        [
+            "convert",
+            str(out / "model.onnx"),
+            "-o",
+            str(tmp_path / "q"),
+            "--quantize",
+            "auto",
+            "--target",
+            "openvino",
+            "--calib-data",
+            str(calibration(tmp_path / "calib.npy")),
+        ],
     ]
     for args in steps:
         result = edgekit(env, *args)
