@@ -23,6 +23,7 @@ import pytest
 from checks import assert_output_matches
 
 from edgekit.errors import BackendError, FeedError, InputError, RuntimeUnavailableError
+from edgekit.fidelity import tolerance_for
 from edgekit.runtimes import runtime_entry, session_class
 from edgekit.runtimes.base import ModelRef, Session, SessionConfig
 from edgekit.runtimes.tensorrt import session as trt_runtime
@@ -117,6 +118,7 @@ class FakeCudart:
 
     def __init__(self, gpus: int = 1) -> None:
         self.gpus = gpus
+        self.compute_capability = (8, 9)
         self.blocks: dict[int, ctypes.Array[ctypes.c_char]] = {}
         self.streams: set[int] = set()
 
@@ -127,7 +129,8 @@ class FakeCudart:
         return (0,)
 
     def cudaGetDeviceProperties(self, index: int) -> tuple[int, Any]:
-        return 0, SimpleNamespace(name=b"Fake GPU\x00\x00", major=8, minor=9)
+        major, minor = self.compute_capability
+        return 0, SimpleNamespace(name=b"Fake GPU\x00\x00", major=major, minor=minor)
 
     def cudaMalloc(self, nbytes: int) -> tuple[int, int]:
         block = ctypes.create_string_buffer(nbytes)
@@ -162,7 +165,7 @@ class FakeTRT:
 
     Severity = SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
     NetworkDefinitionCreationFlag = _flag_enum("STRONGLY_TYPED")
-    BuilderFlag = _flag_enum("FP16", "BF16", "INT8")
+    BuilderFlag = _flag_enum("FP16", "BF16", "INT8", "TF32")
     MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
     TensorIOMode = SimpleNamespace(INPUT="in", OUTPUT="out")
 
@@ -229,13 +232,16 @@ class FakeProfile:
 
 class FakeConfig:
     def __init__(self) -> None:
-        self.facts: dict[str, Any] = {"builder_flags": [], "profiles": []}
+        self.facts: dict[str, Any] = {"builder_flags": [], "cleared_flags": [], "profiles": []}
 
     def set_memory_pool_limit(self, pool: str, size: int) -> None:
         self.facts[pool] = size
 
     def set_flag(self, flag: int) -> None:
         self.facts["builder_flags"].append(flag)
+
+    def clear_flag(self, flag: int) -> None:
+        self.facts["cleared_flags"].append(flag)
 
     def add_optimization_profile(self, profile: FakeProfile) -> None:
         self.facts["profiles"].append(profile.shapes)
@@ -366,6 +372,36 @@ def test_precision_flags_reach_the_builder(fakes: tuple[FakeTRT, FakeCudart], tm
     typed = SessionConfig(cache_dir=tmp_path, options={"strongly_typed": True})
     trt_runtime.TensorRTSession(_model(tmp_path), typed).close()
     assert trt.builds[-1]["network_flags"] == 1 << FakeTRT.NetworkDefinitionCreationFlag.STRONGLY_TYPED
+
+
+def test_fp32_clears_tf32_and_tf32_is_reported_and_cached_apart(
+    fakes: tuple[FakeTRT, FakeCudart], tmp_path: Path
+) -> None:
+    """Guards finding 7.1: TensorRT's TF32 default made "fp32" engines TF32 while the gate used fp32's tolerance.
+
+    fp32 must clear BuilderFlag.TF32; precision="tf32" must set it and report tf32 (fp16's tolerance); the two
+    builds must have different cache keys so one is never served for the other.
+    """
+    trt, _ = fakes
+    flag = FakeTRT.BuilderFlag.TF32
+    with trt_runtime.TensorRTSession(_model(tmp_path), SessionConfig(cache_dir=tmp_path)) as fp32:
+        assert fp32.info().precision == "fp32" and fp32.info().details["tf32"] is False
+        fp32_key = fp32.info().details["cache_key"]
+    assert trt.builds[-1]["cleared_flags"] == [flag] and flag not in trt.builds[-1]["builder_flags"]
+    with trt_runtime.TensorRTSession(_model(tmp_path), SessionConfig(precision="tf32", cache_dir=tmp_path)) as tf32:
+        info = tf32.info()
+    assert info.precision == "tf32" and info.details["tf32"] is True and info.details["plan_from_cache"] is False
+    assert info.details["cache_key"] != fp32_key and len(trt.builds) == 2
+    assert trt.builds[-1]["builder_flags"] == [flag] and trt.builds[-1]["cleared_flags"] == []
+    assert tolerance_for(info.precision) == tolerance_for("fp16")
+
+
+def test_tf32_on_a_gpu_without_tf32_reports_fp32(fakes: tuple[FakeTRT, FakeCudart], tmp_path: Path) -> None:
+    """Guards the report on pre-Ampere GPUs (compute capability < 8.0): the TF32 flag changes nothing there."""
+    _, cudart = fakes
+    cudart.compute_capability = (7, 5)
+    with trt_runtime.TensorRTSession(_model(tmp_path), SessionConfig(precision="tf32", cache_dir=tmp_path)) as s:
+        assert s.info().precision == "fp32" and s.info().details["tf32"] is True
 
 
 def test_trt11_refuses_fp16_on_an_fp32_graph(fakes: tuple[FakeTRT, FakeCudart], tmp_path: Path) -> None:

@@ -36,7 +36,8 @@ BATCH_SYMBOLS: frozenset[str] = frozenset({"batch", "batch_size"})
 DEFAULT_BATCH_RANGE: DimRange = (1, 1, 32)
 DEFAULT_DIM_RANGE: DimRange = (1, 128, 512)
 DEFAULT_WORKSPACE_BYTES = 1 << 30  # 1 GiB: enough for small and mid-size models; TensorRT uses less if it can
-PLAN_FORMAT = 1  # bump when what goes into a plan changes in a way the key does not capture
+PLAN_FORMAT = 2  # bump when what goes into a plan changes in a way the key does not capture
+# 2: TF32 is cleared unless asked for; format-1 "fp32" plans were built with TensorRT's default TF32 on
 
 # ---------------------------------------------------------------------------------------------- profile
 

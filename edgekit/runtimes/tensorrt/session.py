@@ -10,6 +10,10 @@ engine (``execute_async_v3``), device->host copies of every output and a stream 
 trtexec 10.x's default meaning of latency (copies included), not 11.x's (copies excluded, CUDA graphs).
 Host buffers are ordinary (pageable) numpy arrays, so copies are not overlapped with compute.
 
+Precision: TensorRT turns TF32 on by default; edgekit clears ``BuilderFlag.TF32`` unless the caller asks for
+``precision="tf32"``, and ``info().precision`` says ``tf32`` exactly when the engine was built with it on an
+Ampere or newer GPU (:func:`~edgekit.runtimes.tensorrt.precision.precision_plan` decides both at once).
+
 Engines are cached under ``SessionConfig.cache_dir`` (default ``~/.cache/edgekit/tensorrt``), keyed by
 model hash, TensorRT version, GPU name and compute capability and the build options; a timing cache per
 TensorRT version and GPU is shared across models. ``tensorrt`` and ``cuda`` are imported only inside
@@ -117,14 +121,15 @@ class TensorRTSession(Session):
     def _load(self) -> None:
         self._options = plan.parse_options(self.config.options)
         self._device_index = plan.cuda_device_index(self.config.device)
-        graph = precision.graph_precision(self.model.precision)
+        precision.graph_precision(self.model.precision)  # graphs TensorRT cannot build fail before it loads
+        precision.normalize_precision(self.config.precision)
         self._profile = plan.profile_shapes(self.model.inputs, self._options.dims, self._options.profile)
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, capacity bytes)
         self._stream: Any = None
         self._cudart = _import_cudart()
         self._trt = _import_trt()
-        self._decide_flags(graph)
         self._select_gpu()
+        self._precision = self._decide_precision()
         self._logger = _make_logger(self._trt)
         self._engine = self._load_engine()
         self._context = self._engine.create_execution_context()
@@ -133,17 +138,17 @@ class TensorRTSession(Session):
         self._io = self._engine_io()
         self._stream = _check(self._cudart, self._cudart.cudaStreamCreate(), "cudaStreamCreate")
 
-    def _decide_flags(self, graph: str) -> None:
-        """Network and builder flags for this TensorRT version, graph precision and request."""
+    def _decide_precision(self) -> precision.PrecisionPlan:
+        """The one precision decision: what the build sets and clears (TF32 included) and what info() reports."""
         trt = self._trt
-        major = precision.trt_major_version(trt.__version__)
-        typed = precision.resolve_strongly_typed(major, self._options.strongly_typed, graph, self.config.precision)
-        if typed and major < 11 and not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-            if self._options.strongly_typed:
-                raise InputError(f"strongly_typed needs a TensorRT with STRONGLY_TYPED networks; {trt.__version__}")
-            typed = False  # this TensorRT 10 predates strong typing: fall back to builder flags
-        self._flags = precision.builder_precision_flags(major, self.config.precision, graph=graph, strongly_typed=typed)
-        self._network_flags = precision.network_flags_for(major, typed)
+        return precision.precision_plan(
+            precision.trt_major_version(trt.__version__),
+            self.config.precision,
+            model_precision=self.model.precision,
+            strongly_typed=self._options.strongly_typed,
+            can_type_strongly=hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"),
+            compute_capability=self._cc,
+        )
 
     def _load_engine(self) -> Any:
         """Deserialize the cached or freshly built plan; a cached plan that will not load is rebuilt once."""
@@ -175,8 +180,9 @@ class TensorRTSession(Session):
 
     def _build_options(self) -> dict[str, Any]:
         return {
-            "precision_flags": sorted(self._flags),
-            "network_flags": sorted(self._network_flags),
+            "precision_flags": sorted(self._precision.builder_flags),
+            "cleared_flags": sorted(self._precision.cleared_flags),
+            "network_flags": sorted(self._precision.network_flags),
             "workspace_bytes": self._options.workspace_bytes,
             "profile": {name: [list(s) for s in shapes] for name, shapes in self._profile.items()},
         }
@@ -208,7 +214,7 @@ class TensorRTSession(Session):
         trt = self._trt
         builder = trt.Builder(self._logger)
         flags = 0
-        for name in self._network_flags:
+        for name in self._precision.network_flags:
             flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, self._logger)
@@ -217,8 +223,10 @@ class TensorRTSession(Session):
             raise BackendError(plan.parser_error_line(self.model.path.name, messages))
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self._options.workspace_bytes)
-        for name in self._flags:
+        for name in self._precision.builder_flags:
             config.set_flag(getattr(trt.BuilderFlag, name))
+        for name in self._precision.cleared_flags:  # TF32 is on by default: fp32 must ask for it off
+            config.clear_flag(getattr(trt.BuilderFlag, name))
         dynamic = [s for s in self.model.inputs if s.symbolic_dims]
         if dynamic:
             profile = builder.create_optimization_profile()
@@ -312,7 +320,7 @@ class TensorRTSession(Session):
             target=self.target,
             device=self._gpu_name,
             device_kind="gpu",
-            precision=precision.effective_precision(self.model.precision, self._flags),
+            precision=self._precision.reported,
             backend_version=str(self._trt.__version__),
             details={
                 "device_index": self._device_index,
@@ -322,8 +330,10 @@ class TensorRTSession(Session):
                 "plan_from_cache": self._from_cache,
                 "build_seconds": round(self._build_s, 3),
                 "plan_bytes": self._plan_bytes,
-                "builder_flags": list(self._flags),
-                "network_flags": list(self._network_flags),
+                "builder_flags": list(self._precision.builder_flags),
+                "cleared_builder_flags": list(self._precision.cleared_flags),
+                "tf32": self._precision.tf32,
+                "network_flags": list(self._precision.network_flags),
                 "workspace_bytes": self._options.workspace_bytes,
                 "profile": {n: [list(s) for s in shapes] for n, shapes in self._profile.items()},
                 "latency_includes": "host->device copies, execute_async_v3, device->host copies, stream sync",
