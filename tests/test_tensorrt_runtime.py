@@ -86,7 +86,7 @@ def test_build_run_and_cache_hit(fakes: tuple[FakeTRT, FakeCudart], tmp_path: Pa
         burst = session.run_throughput({"x": x}, min_requests=3)  # the contract's synchronous default
         assert len(burst.latencies_ns) == 3 and burst.requests_in_flight == 1
         first = session.info()
-    assert cudart.blocks == {} and cudart.streams == set()  # close freed every buffer and the stream
+    assert cudart.blocks == {} and cudart.streams == {}  # close freed every buffer and the stream
     assert first.device == "Fake GPU" and first.precision == "fp32" and first.backend_version == "10.3.0"
     assert first.device_kind == "gpu" and first.threads is None  # no intra-op CPU threads to report
     assert first.details["plan_from_cache"] is False and first.details["compute_capability"] == "8.9"

