@@ -8,8 +8,10 @@ needs a GPU; what it cannot show (real TensorRT and CUDA behaviour) the ``tensor
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +125,67 @@ def test_router_keeps_captures_apart_and_falls_back_to_lines_from_other_threads(
         assert router.last_error() == "outer call failed"
     assert router.last_error() == trt_log.NO_MESSAGE
     assert "TensorRT: a warning is logged" in caplog.text
+
+
+# -- the session's own GPU, whatever is current -----------------------------------------------------------
+
+
+def test_buffers_streams_and_runs_land_on_the_sessions_gpu(fakes: tuple[FakeTRT, FakeCudart], tmp_path: Path) -> None:
+    """Guards 7.3: the device was set once at load, so a run from another thread (whose current device is 0)
+    or after other code switched devices allocated and launched on the wrong GPU; and load left cuda:1 current.
+    """
+    trt, cudart = fakes
+    cudart.gpus = 2
+    with _session(tmp_path, device="cuda:1") as session:
+        assert cudart.current() == 0  # loading gave the caller its own device back
+        session.run({"x": X})
+        worker = threading.Thread(target=session.run, args=({"x": np.ones((5, 4), np.float32)},))
+        worker.start()  # a new thread starts on device 0, and needs a bigger buffer: a fresh allocation
+        worker.join(timeout=10)
+        assert cudart.current() == 0
+        assert set(cudart.block_device.values()) == {1} and len(cudart.block_device) == 2
+        assert set(cudart.streams.values()) == {1}
+    assert trt.execute_devices == [1, 1] and cudart.off_device == []
+
+
+def test_a_session_on_the_current_device_leaves_it_alone(fakes: tuple[FakeTRT, FakeCudart], tmp_path: Path) -> None:
+    _, cudart = fakes
+    cudart.gpus = 2
+    assert cudart.cudaSetDevice(1) == (0,)
+    with _session(tmp_path, device="cuda:1") as session:
+        session.run({"x": X})
+    assert cudart.current() == 1 and cudart.off_device == []
+
+
+# -- freed without close() --------------------------------------------------------------------------------
+
+
+def test_an_unclosed_session_frees_its_gpu_memory_when_collected(
+    fakes: tuple[FakeTRT, FakeCudart], tmp_path: Path
+) -> None:
+    """Guards 7.4: buffers and the stream were freed only by close(); a dropped session leaked GPU memory.
+    The finalizer must not hold the session either, or it would never be collected."""
+    _, cudart = fakes
+    session = _session(tmp_path)
+    session.run({"x": X})
+    assert cudart.blocks and cudart.streams
+    alive = weakref.ref(session)
+    del session
+    gc.collect()
+    assert alive() is None
+    assert cudart.blocks == {} and cudart.streams == {}
+
+
+def test_close_then_collect_frees_once(fakes: tuple[FakeTRT, FakeCudart], tmp_path: Path) -> None:
+    """close() and the finalizer share one release: memory is never freed twice."""
+    _, cudart = fakes
+    freed: list[int] = []
+    real_free = cudart.cudaFree
+    cudart.cudaFree = lambda ptr: (freed.append(ptr), real_free(ptr))[1]  # type: ignore[method-assign]
+    session = _session(tmp_path)
+    session.run({"x": X})
+    session.close()
+    session.close()
+    del session
+    gc.collect()
+    assert len(freed) == 2 and cudart.blocks == {}

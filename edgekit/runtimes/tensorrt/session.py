@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,9 @@ import numpy as np
 
 from edgekit.errors import BackendError, FeedError, InputError, ModelFormatError, RuntimeUnavailableError
 from edgekit.runtimes.base import RuntimeCapabilities, Session, SessionInfo
+from edgekit.runtimes.tensorrt import cuda, plan, precision
 from edgekit.runtimes.tensorrt import logger as trt_log
-from edgekit.runtimes.tensorrt import plan, precision
+from edgekit.runtimes.tensorrt.cuda import import_cudart as _import_cudart
 
 log = logging.getLogger(__name__)
 
@@ -45,37 +48,6 @@ def _import_trt() -> Any:
     except ImportError as exc:
         raise RuntimeUnavailableError(f"tensorrt failed to import ({exc}); pip install 'edgekit[tensorrt]'") from exc
     return trt
-
-
-def _import_cudart() -> Any:
-    """cuda-python's runtime API: ``cuda.bindings.runtime`` (12.6+), else the older ``cuda.cudart``."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError as exc:
-            raise RuntimeUnavailableError(f"cuda-python failed to import ({exc}); pip install cuda-python") from exc
-    return cudart
-
-
-def _check(cudart: Any, result: Any, what: str) -> Any:
-    """Unpack a cudart ``(err, *values)`` tuple; a non-success error becomes a one-line BackendError."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if err != cudart.cudaError_t.cudaSuccess:
-        name = getattr(err, "name", str(err))
-        raise BackendError(f"CUDA {what} failed: {name}")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def _gpu_facts(cudart: Any, index: int) -> tuple[str, tuple[int, int]]:
-    """Name and compute capability of GPU ``index``."""
-    prop = _check(cudart, cudart.cudaGetDeviceProperties(index), f"cudaGetDeviceProperties({index})")
-    name = prop.name
-    name = name.decode(errors="replace") if isinstance(name, (bytes, bytearray)) else str(name)
-    return name.split("\x00", 1)[0].strip(), (int(prop.major), int(prop.minor))
 
 
 def _model_digest(path: Path) -> str:
@@ -107,20 +79,31 @@ class TensorRTSession(Session):
         precision.graph_precision(self.model.precision)  # graphs TensorRT cannot build fail before it loads
         precision.normalize_precision(self.config.precision)
         self._profile = plan.profile_shapes(self.model.inputs, self._options.dims, self._options.profile)
-        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, capacity bytes)
-        self._stream: Any = None
+        self._lock = threading.Lock()  # one execution context and one set of buffers: one caller at a time
         self._cudart = _import_cudart()
         self._trt = _import_trt()
-        self._select_gpu()
-        self._precision = self._decide_precision()
-        self._logger = trt_log.shared_logger(self._trt)  # TensorRT keeps the first logger it sees, so one for all
-        with trt_log.capture():
-            self._engine = self._load_engine()
-            self._context = self._engine.create_execution_context()
-            if self._context is None:
-                raise BackendError(f"TensorRT could not create an execution context: {self._last_error()}")
+        self._gpu = cuda.DeviceState(self._cudart, self._device_index)
+        # frees the GPU memory of a session collected without close(); it holds the state, never the session
+        self._finalizer = weakref.finalize(self, cuda.release, self._gpu)
+        try:
+            self._gpu_name, self._cc = self._select_gpu()
+            self._precision = self._decide_precision()
+            self._logger = trt_log.shared_logger(self._trt)  # TensorRT keeps the first logger it sees: one for all
+            with cuda.on_device(self._cudart, self._device_index), trt_log.capture():
+                self._start_engine()
+        except BaseException:
+            self._finalizer()
+            raise
+
+    def _start_engine(self) -> None:
+        """Engine, execution context and stream on the session's GPU (the caller made it current)."""
+        gpu = self._gpu
+        gpu.engine = self._load_engine()
+        gpu.context = gpu.engine.create_execution_context()
+        if gpu.context is None:
+            raise BackendError(f"TensorRT could not create an execution context: {self._last_error()}")
         self._io = self._engine_io()
-        self._stream = _check(self._cudart, self._cudart.cudaStreamCreate(), "cudaStreamCreate")
+        gpu.stream = cuda.check(self._cudart, self._cudart.cudaStreamCreate(), "cudaStreamCreate")
 
     def _decide_precision(self) -> precision.PrecisionPlan:
         """The one precision decision: what the build sets and clears (TF32 included) and what info() reports."""
@@ -136,31 +119,31 @@ class TensorRTSession(Session):
 
     def _load_engine(self) -> Any:
         """Deserialize the cached or freshly built plan; a cached plan that will not load is rebuilt once."""
-        self._runtime = self._trt.Runtime(self._logger)
+        runtime = self._gpu.runtime = self._trt.Runtime(self._logger)
         data, self._from_cache, self._build_s = self._engine_plan()
-        engine = self._runtime.deserialize_cuda_engine(data)
+        engine = runtime.deserialize_cuda_engine(data)
         if engine is None and self._from_cache:
             log.warning("cached TensorRT engine %s did not load; rebuilding it", self._plan_path)
             self._plan_path.unlink(missing_ok=True)
             data, self._from_cache, self._build_s = self._engine_plan()
-            engine = self._runtime.deserialize_cuda_engine(data)
+            engine = runtime.deserialize_cuda_engine(data)
         if engine is None:
             raise BackendError(f"TensorRT could not deserialize the engine: {self._last_error()}")
         self._plan_bytes = len(data)
         return engine
 
-    def _select_gpu(self) -> None:
+    def _select_gpu(self) -> tuple[str, tuple[int, int]]:
+        """Name and compute capability of the session's GPU, after checking it exists; current only when used."""
         cudart = self._cudart
         try:
-            count = int(_check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount"))
+            count = int(cuda.check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount"))
         except BackendError as exc:
             raise RuntimeUnavailableError(f"no usable CUDA GPU here ({exc}); tensorrt needs an NVIDIA GPU") from exc
         if count == 0:
             raise RuntimeUnavailableError("no CUDA GPU visible; tensorrt needs an NVIDIA GPU and its driver")
         if self._device_index >= count:
             raise InputError(f"device cuda:{self._device_index} does not exist; this machine has {count} CUDA GPU(s)")
-        _check(cudart, cudart.cudaSetDevice(self._device_index), f"cudaSetDevice({self._device_index})")
-        self._gpu_name, self._cc = _gpu_facts(cudart, self._device_index)
+        return cuda.gpu_facts(cudart, self._device_index)
 
     def _build_options(self) -> dict[str, Any]:
         return {
@@ -229,7 +212,7 @@ class TensorRTSession(Session):
 
     def _engine_io(self) -> dict[str, tuple[bool, str]]:
         """Engine tensor name -> (is_input, numpy dtype name); must match the model's IO names."""
-        trt, engine = self._trt, self._engine
+        trt, engine = self._trt, self._gpu.engine
         io: dict[str, tuple[bool, str]] = {}
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
@@ -246,19 +229,6 @@ class TensorRTSession(Session):
         return trt_log.last_error()
 
     # -- run ------------------------------------------------------------------------------------------
-    def _device_buffer(self, name: str, nbytes: int) -> int:
-        """A device pointer with at least ``nbytes`` for tensor ``name``; grows (never shrinks) across runs."""
-        ptr, capacity = self._buffers.get(name, (0, 0))
-        if nbytes <= capacity:
-            return ptr
-        cudart = self._cudart
-        if ptr:
-            _check(cudart, cudart.cudaFree(ptr), "cudaFree")
-            del self._buffers[name]
-        ptr = int(_check(cudart, cudart.cudaMalloc(max(nbytes, 1)), f"cudaMalloc({nbytes}) for {name!r}"))
-        self._buffers[name] = (ptr, max(nbytes, 1))
-        return ptr
-
     def _host_input(self, name: str, value: np.ndarray) -> np.ndarray:
         dtype = self._io[name][1]
         if dtype == "bfloat16":
@@ -266,11 +236,16 @@ class TensorRTSession(Session):
         return np.ascontiguousarray(value, dtype=np.dtype(dtype))
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with trt_log.capture():
-            return self._run_engine(feeds)
+        """Serialized (the Session contract): concurrent callers would share the context's shapes and buffers."""
+        with self._lock:
+            if self._gpu.context is None:
+                raise InputError(f"{self.target} session is closed")
+            with cuda.on_device(self._cudart, self._device_index), trt_log.capture():
+                return self._run_engine(feeds)
 
     def _run_engine(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cudart, ctx, stream = self._cudart, self._context, self._stream
+        gpu, cudart = self._gpu, self._cudart
+        ctx, stream, check = gpu.context, gpu.stream, cuda.check
         plan.check_shapes_in_profile(self._profile, {n: tuple(v.shape) for n, v in feeds.items()})
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
@@ -280,8 +255,8 @@ class TensorRTSession(Session):
             staged.append(host)
             if not ctx.set_input_shape(name, tuple(host.shape)):
                 raise FeedError(f"input {name!r}: TensorRT rejected shape {list(host.shape)}: {self._last_error()}")
-            ptr = self._device_buffer(name, host.nbytes)
-            _check(cudart, cudart.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, h2d, stream), "H2D copy")
+            ptr = gpu.buffer(name, host.nbytes)
+            check(cudart, cudart.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, h2d, stream), "H2D copy")
             ctx.set_tensor_address(name, ptr)
         results: dict[str, np.ndarray] = {}
         for name, (is_input, dtype) in self._io.items():
@@ -292,13 +267,13 @@ class TensorRTSession(Session):
                 raise BackendError(f"output {name!r} has a data-dependent shape {list(shape)}; not supported yet")
             host_dtype = np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
             results[name] = np.empty(shape, dtype=host_dtype)
-            ctx.set_tensor_address(name, self._device_buffer(name, results[name].nbytes))
+            ctx.set_tensor_address(name, gpu.buffer(name, results[name].nbytes))
         if not ctx.execute_async_v3(int(stream)):
             raise BackendError(f"TensorRT execute_async_v3 failed: {self._last_error()}")
         for name, host in results.items():
-            ptr = self._buffers[name][0]
-            _check(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, d2h, stream), "D2H copy")
-        _check(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+            ptr = gpu.buffers[name][0]
+            check(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, d2h, stream), "D2H copy")
+        check(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         staged.clear()
         bf16 = precision.float32_from_bf16_bits
         return {n: bf16(a) if self._io[n][1] == "bfloat16" else a for n, a in results.items()}
@@ -330,19 +305,9 @@ class TensorRTSession(Session):
         )
 
     def _close(self) -> None:
-        cudart = getattr(self, "_cudart", None)
-        if cudart is None:
-            return
-        if getattr(self, "_stream", None) is not None:
-            cudart.cudaStreamSynchronize(self._stream)
-        self._context = None  # TensorRT objects go before the memory they point at
-        self._engine = None
-        for ptr, _ in getattr(self, "_buffers", {}).values():
-            cudart.cudaFree(ptr)
-        self._buffers = {}
-        if getattr(self, "_stream", None) is not None:
-            cudart.cudaStreamDestroy(self._stream)
-            self._stream = None
+        """Free the GPU memory now, after any run in flight (the finalizer then has nothing left to do)."""
+        with self._lock:
+            self._finalizer()
 
     @classmethod
     def probe(cls) -> dict[str, Any]:
@@ -355,8 +320,8 @@ class TensorRTSession(Session):
         try:
             precision.require_supported_major(precision.trt_major_version(version))
             cudart = _import_cudart()
-            count = _check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
-            devices = [_gpu_facts(cudart, i)[0] for i in range(int(count))]
+            count = cuda.check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+            devices = [cuda.gpu_facts(cudart, i)[0] for i in range(int(count))]
         except Exception as exc:
             return {"version": version, "devices": [], "usable": False, "note": str(exc).splitlines()[0]}
         if not devices:
