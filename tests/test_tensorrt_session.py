@@ -189,3 +189,35 @@ def test_close_then_collect_frees_once(fakes: tuple[FakeTRT, FakeCudart], tmp_pa
     del session
     gc.collect()
     assert len(freed) == 2 and cudart.blocks == {}
+
+
+# -- TensorRT's return values -----------------------------------------------------------------------------
+
+
+def test_an_invalid_optimization_profile_is_a_backend_error(fakes: tuple[FakeTRT, FakeCudart], tmp_path: Path) -> None:
+    """Guards 7.5: add_optimization_profile's -1 was ignored and the build went on without the profile."""
+    trt, _ = fakes
+    trt.profile_index = -1
+    with pytest.raises(BackendError, match=r"rejected the optimization profile .*invalid dimensions for input x"):
+        _session(tmp_path)
+    assert trt.builds == []
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("reject_shape", r"rejected shape \[2, 4\] of input 'x': .*not in the profile"),
+        ("reject_address", r"refused the device buffer of tensor 'x': .*address is not aligned"),
+    ],
+)
+def test_refused_shapes_and_addresses_are_backend_errors(
+    fakes: tuple[FakeTRT, FakeCudart], tmp_path: Path, flag: str, message: str
+) -> None:
+    """Guards 7.5: set_tensor_address's False was ignored (the engine ran on a stale or no buffer), and a refused
+    input shape was called the caller's FeedError although the feed had passed the profile check."""
+    trt, _ = fakes
+    with _session(tmp_path) as session:
+        setattr(trt, flag, True)
+        with pytest.raises(BackendError, match=message):
+            session.run({"x": X})
+    assert trt.execute_devices == []  # the engine never ran

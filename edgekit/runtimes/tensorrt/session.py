@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import BackendError, FeedError, InputError, ModelFormatError, RuntimeUnavailableError
+from edgekit.errors import BackendError, InputError, ModelFormatError, RuntimeUnavailableError
 from edgekit.runtimes.base import RuntimeCapabilities, Session, SessionInfo
 from edgekit.runtimes.tensorrt import cuda, plan, precision
 from edgekit.runtimes.tensorrt import logger as trt_log
@@ -199,7 +199,9 @@ class TensorRTSession(Session):
             profile = builder.create_optimization_profile()
             for spec in dynamic:
                 profile.set_shape(spec.name, *self._profile[spec.name])
-            config.add_optimization_profile(profile)
+            if config.add_optimization_profile(profile) < 0:  # the profile's index, or -1 when it is invalid
+                shapes = {s.name: [list(d) for d in self._profile[s.name]] for s in dynamic}
+                raise BackendError(f"TensorRT rejected the optimization profile {shapes}: {self._last_error()}")
         cache = config.create_timing_cache(timing_bytes)
         if not config.set_timing_cache(cache, False):
             cache = config.create_timing_cache(b"")  # stale or foreign cache: start a fresh one
@@ -253,11 +255,12 @@ class TensorRTSession(Session):
         for name, value in feeds.items():
             host = self._host_input(name, value)
             staged.append(host)
-            if not ctx.set_input_shape(name, tuple(host.shape)):
-                raise FeedError(f"input {name!r}: TensorRT rejected shape {list(host.shape)}: {self._last_error()}")
+            if not ctx.set_input_shape(name, tuple(host.shape)):  # inside the profile, checked above
+                shape = list(host.shape)
+                raise BackendError(f"TensorRT rejected shape {shape} of input {name!r}: {self._last_error()}")
             ptr = gpu.buffer(name, host.nbytes)
             check(cudart, cudart.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, h2d, stream), "H2D copy")
-            ctx.set_tensor_address(name, ptr)
+            self._bind(name, ptr)
         results: dict[str, np.ndarray] = {}
         for name, (is_input, dtype) in self._io.items():
             if is_input:
@@ -267,7 +270,7 @@ class TensorRTSession(Session):
                 raise BackendError(f"output {name!r} has a data-dependent shape {list(shape)}; not supported yet")
             host_dtype = np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
             results[name] = np.empty(shape, dtype=host_dtype)
-            ctx.set_tensor_address(name, gpu.buffer(name, results[name].nbytes))
+            self._bind(name, gpu.buffer(name, results[name].nbytes))
         if not ctx.execute_async_v3(int(stream)):
             raise BackendError(f"TensorRT execute_async_v3 failed: {self._last_error()}")
         for name, host in results.items():
@@ -277,6 +280,11 @@ class TensorRTSession(Session):
         staged.clear()
         bf16 = precision.float32_from_bf16_bits
         return {n: bf16(a) if self._io[n][1] == "bfloat16" else a for n, a in results.items()}
+
+    def _bind(self, name: str, ptr: int) -> None:
+        """Give tensor ``name`` its device buffer; TensorRT says False (bad alignment, unknown name) and logs why."""
+        if not self._gpu.context.set_tensor_address(name, ptr):
+            raise BackendError(f"TensorRT refused the device buffer of tensor {name!r}: {self._last_error()}")
 
     # -- facts and teardown ---------------------------------------------------------------------------
     def info(self) -> SessionInfo:
