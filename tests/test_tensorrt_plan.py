@@ -412,7 +412,7 @@ def test_parse_options_defaults_and_values() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"workspace": 1}, "unknown tensorrt option 'workspace'; accepted options: workspace_bytes, profile, dims"),
+        ({"workspace": 1}, "tensorrt: unknown option 'workspace'; accepted: workspace_bytes, profile, dims"),
         ({"workspace_bytes": 0}, "workspace_bytes must be a positive integer"),
         ({"workspace_bytes": True}, "workspace_bytes must be a positive integer"),
         ({"strongly_typed": "yes"}, "strongly_typed must be true or false"),

@@ -58,7 +58,7 @@ def test_probe_without_tensorrt_reports_unusable_instead_of_raising() -> None:
 
 
 def test_options_and_precision_are_checked_before_tensorrt_is_needed(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="unknown tensorrt option 'threads'"):
+    with pytest.raises(InputError, match="tensorrt: unknown option 'threads'"):
         trt_runtime.TensorRTSession(affine_model(tmp_path), SessionConfig(options={"threads": 2}))
     with pytest.raises(InputError, match="'cuda' or 'cuda:N'"):
         trt_runtime.TensorRTSession(affine_model(tmp_path), SessionConfig(device="cpu"))

@@ -220,10 +220,13 @@ class TensorRTOptions:
 
 
 def parse_options(options: Mapping[str, Any]) -> TensorRTOptions:
-    """Check option keys and value types; unknown keys are an InputError listing the accepted ones."""
+    """Check option keys and value types; unknown keys are an InputError listing the accepted ones.
+
+    The message has the shape every runtime uses (``<target>: unknown option 'x'; accepted: ...``), which the
+    conformance suite checks."""
     unknown = sorted(set(options) - set(OPTION_KEYS))
     if unknown:
-        raise InputError(f"unknown tensorrt option {unknown[0]!r}; accepted options: {', '.join(OPTION_KEYS)}")
+        raise InputError(f"tensorrt: unknown option {unknown[0]!r}; accepted: {', '.join(OPTION_KEYS)}")
     workspace = options.get("workspace_bytes", DEFAULT_WORKSPACE_BYTES)
     if isinstance(workspace, bool) or not isinstance(workspace, int) or workspace < 1:
         raise InputError(f"workspace_bytes must be a positive integer, got {workspace!r}")

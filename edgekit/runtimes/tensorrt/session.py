@@ -294,6 +294,7 @@ class TensorRTSession(Session):
             device_kind="gpu",
             precision=self._precision.reported,
             backend_version=str(self._trt.__version__),
+            providers=(f"cuda:{self._device_index}",),  # what runs it, as OpenVINO names its device
             details={
                 "device_index": self._device_index,
                 "compute_capability": f"{self._cc[0]}.{self._cc[1]}",
