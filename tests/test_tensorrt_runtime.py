@@ -272,7 +272,8 @@ def test_real_engine_matches_numpy_and_caches(real_trt: None, tmp_path: Path) ->
         assert isinstance(session, Session)
         y = session.run({"x": x})["y"]
         assert session.info().details["plan_from_cache"] is False
-        assert_output_matches(session, np.maximum(x @ w + b, 0), y)  # TF32 on Ampere+: judged at what it reports
+        assert session.info().precision == "fp32"  # TF32 cleared: fp32 is judged at fp32's tolerance
+        assert_output_matches(session, np.maximum(x @ w + b, 0), y)
     with cls(ref, config) as again:
         assert again.info().details["plan_from_cache"] is True
         assert_output_matches(again, y[:1], again.run({"x": x[:1]})["y"])
@@ -285,3 +286,17 @@ def test_real_engine_rejects_feeds_outside_profile(real_trt: None, tmp_path: Pat
     config = SessionConfig(cache_dir=tmp_path / "cache", options={"dims": {"batch": (1, 1, 2)}})
     with session_class("tensorrt")(ref, config) as session, pytest.raises(FeedError, match="profile"):
         session.run({"x": np.zeros((3, 4), np.float32)})
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_real_tf32_is_asked_for_and_reported(real_trt: None, tmp_path: Path) -> None:
+    """On a real GPU: precision='tf32' builds a separate engine and reports tf32 on Ampere and newer."""
+    ref, w, b = _tiny_onnx(tmp_path)
+    x = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)
+    config = SessionConfig(precision="tf32", cache_dir=tmp_path / "cache")
+    with session_class("tensorrt")(ref, config) as session:
+        info = session.info()
+        major = int(info.details["compute_capability"].split(".")[0])
+        assert info.precision == ("tf32" if major >= 8 else "fp32") and info.details["tf32"] is True
+        assert_output_matches(session, np.maximum(x @ w + b, 0), session.run({"x": x})["y"])

@@ -14,6 +14,12 @@ Precision: TensorRT turns TF32 on by default; edgekit clears ``BuilderFlag.TF32`
 ``precision="tf32"``, and ``info().precision`` says ``tf32`` exactly when the engine was built with it on an
 Ampere or newer GPU (:func:`~edgekit.runtimes.tensorrt.precision.precision_plan` decides both at once).
 
+Threads and devices: calls are serialized on the one execution context by a lock (the Session contract);
+the session's GPU is made current around load, run and release and the caller's device restored, so any
+thread may use it; GPU memory is freed by ``close()`` or, for a session dropped unclosed, by a finalizer.
+TensorRT's messages go through one process-wide logger (:mod:`~edgekit.runtimes.tensorrt.logger`), and a
+BackendError carries the error line the failing call itself logged.
+
 Engines are cached under ``SessionConfig.cache_dir`` (default ``~/.cache/edgekit/tensorrt``), keyed by
 model hash, TensorRT version, GPU name and compute capability and the build options; a timing cache per
 TensorRT version and GPU is shared across models. ``tensorrt`` and ``cuda`` are imported only inside
