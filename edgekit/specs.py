@@ -9,6 +9,7 @@ The feed checks live here, not in a runtime, so every Session and every stage th
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -159,10 +160,12 @@ def random_feeds(
     """
     rng = np.random.default_rng(seed)
     sizes = {**DEFAULT_DIM_SIZES, **(dims or {})}
+    planned = {s.name: (tuple(d if isinstance(d, int) else sizes.get(d, 16) for d in s.shape), _host_dtype(s))
+               for s in specs}  # fmt: skip
+    check_feeds_fit_memory(planned)
     feeds: dict[str, np.ndarray] = {}
     for spec in specs:
-        shape = tuple(d if isinstance(d, int) else sizes.get(d, 16) for d in spec.shape)
-        dtype = np.dtype(spec.dtype) if spec.dtype != "bfloat16" else np.dtype("float32")
+        shape, dtype = planned[spec.name]
         if dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":
@@ -171,6 +174,41 @@ def random_feeds(
             lo, hi = (int_range or {}).get(spec.name, (0, 100))
             feeds[spec.name] = rng.integers(lo, hi + 1, shape).astype(dtype)
     return feeds
+
+
+def _host_dtype(spec: TensorSpec) -> np.dtype:
+    """numpy has no bfloat16: such inputs are fed as float32."""
+    return np.dtype(spec.dtype) if spec.dtype != "bfloat16" else np.dtype("float32")
+
+
+def check_feeds_fit_memory(planned: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+    """Refuse feeds that cannot fit in the memory available now, before allocating any (a MemoryError or the
+    OOM killer is no message). The model needs memory too; this only rules out the impossible."""
+    need = {name: int(np.prod(shape, dtype=object)) * dtype.itemsize for name, (shape, dtype) in planned.items()}
+    available = available_memory_bytes()
+    if available is None or sum(need.values()) <= available:
+        return
+    name = max(need, key=lambda n: need[n])
+    shape, dtype = planned[name]
+    raise FeedError(
+        f"inputs need {sum(need.values()) / 2**30:.1f} GiB ({name!r} alone is {list(shape)} {dtype.name}, "
+        f"{need[name] / 2**30:.1f} GiB) but {available / 2**30:.1f} GiB of memory is available; use smaller --dim sizes"
+    )
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else free physical pages; None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def read_feed_files(files: Mapping[str, str | Path]) -> dict[str, np.ndarray]:

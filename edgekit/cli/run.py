@@ -31,8 +31,11 @@ def run_command(
     """Run a model once on a target and show (or save) its outputs."""
     from edgekit.runtimes.oneshot import run_once
     from edgekit.specs import parse_dim_sizes
+    from edgekit.staging import check_writable_file
 
     files, sizes = feed_files_from(inputs), parse_dim_sizes(dims)
+    if output is not None:
+        check_writable_file(output)
     result = run_once(model, target, files, dims=sizes, seed=seed, device=device, threads=threads, precision=precision)
     if output is not None:
         result.write_npz(output)
