@@ -9,7 +9,8 @@ AVX-512 kernels sum in different orders, which matters for outputs in the hundre
 - ``rel_l2``: ``||got - ref||₂ / ||ref||₂`` per sample, the worst sample counts;
 - ``max_rel``: ``max|got - ref| / max|ref|`` per sample (the largest error against the largest value);
 - ``cosine`` per sample (each sample flattened); scale-blind, so it is never judged alone;
-- ``top1``: argmax agreement over the last axis, for outputs of kind ``classifier`` only.
+- ``top1``: argmax agreement over the last axis, for outputs of kind ``classifier`` only;
+- ``recall@k`` and ``spearman`` over a set of texts, for ``embedding`` outputs only (:mod:`edgekit.retrieval`).
 
 The kind of each output (``classifier``, ``embedding`` or ``tensor``) is decided at convert time and kept in
 the manifest (:func:`output_kinds`), never guessed from an output's name.
@@ -26,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edgekit import retrieval
 from edgekit.errors import InputError
 
 OutputKind = Literal["classifier", "embedding", "tensor"]
@@ -188,6 +190,8 @@ def output_metrics(ref: np.ndarray, got: np.ndarray, kind: str = "tensor") -> di
     }
     if kind == "classifier" and ref.ndim >= 1 and ref.size:
         metrics["top1"] = top1_agreement(r64, g64)
+    if kind == "embedding" and ref.ndim >= 2:
+        metrics.update(retrieval.retrieval_metrics(r64, g64))
     return metrics
 
 
@@ -230,34 +234,41 @@ def failure_detail(metrics: Mapping[str, Any], tol: Tolerance) -> str:
 # ---------------------------------------------------------------------------------------------- over samples
 
 Feeds = dict[str, np.ndarray]
-HIGHER_IS_BETTER = {"cosine": True, "min_cosine": True, "top1": True, "max_abs": False, "rel_l2": False}
+HIGHER_IS_BETTER = {"cosine": True, "min_cosine": True, "top1": True, "max_abs": False, "rel_l2": False,
+                    "spearman": True}  # fmt: skip
+
+
+def higher_is_better(metric: str) -> bool | None:
+    """Which way ``metric`` improves (``recall@k`` for any k included); None for a name that is no metric."""
+    return True if retrieval.recall_k(metric) is not None else HIGHER_IS_BETTER.get(metric)
 
 
 def fidelity_metrics(
     references: Sequence[Mapping[str, np.ndarray]],
     outputs: Sequence[Mapping[str, Any]],
     kinds: Mapping[str, str] | None = None,
+    recall_ks: Sequence[int] = (retrieval.DEFAULT_K,),
 ) -> dict[str, Any]:
     """Metrics over held-back samples (one dict of outputs per sample, same order), the worst output deciding.
 
     ``cosine`` is the mean per-sample cosine, ``min_cosine`` the worst sample, ``rel_l2`` the worst sample's
-    scale-relative error, ``top1`` the argmax agreement of classifier outputs, ``max_abs`` the largest error.
+    scale-relative error, ``top1`` the argmax agreement of classifier outputs, ``max_abs`` the largest error;
+    for embedding outputs, ``recall@k`` (each k of ``recall_ks``) and ``spearman`` over every row of every
+    sample taken as one set of texts, with ``retrieval_texts`` saying how many.
     """
     per_output: dict[str, dict[str, float]] = {}
     for name in references[0] if references else ():
         pairs = [(np.asarray(r[name]), np.asarray(o[name])) for r, o in zip(references, outputs, strict=True)]
-        per_output[name] = _over_samples(pairs, (kinds or {}).get(name, "tensor"))
+        per_output[name] = _over_samples(pairs, (kinds or {}).get(name, "tensor"), recall_ks)
     if not per_output:
         return {"samples": 0}
-    worst = {
-        m: (min if better else max)(v[m] for v in per_output.values() if m in v)
-        for m, better in HIGHER_IS_BETTER.items()
-        if any(m in v for v in per_output.values())
-    }
+    names = dict.fromkeys(m for v in per_output.values() for m in v)
+    lowest = {m for m in names if higher_is_better(m) or m == retrieval.TEXTS_KEY}  # the worst is the least
+    worst = {m: (min if m in lowest else max)(v[m] for v in per_output.values() if m in v) for m in names}
     return {**worst, "samples": len(references)}
 
 
-def _over_samples(pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str) -> dict[str, float]:
+def _over_samples(pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str, ks: Sequence[int]) -> dict[str, float]:
     cos = np.concatenate([sample_cosines(r, g) for r, g in pairs])
     rel = np.concatenate([scaled_errors(r, g)[0] for r, g in pairs])
     out = {
@@ -268,6 +279,9 @@ def _over_samples(pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str) -> 
     }
     if kind == "classifier":
         out["top1"] = float(np.concatenate([top1_matches(r, g).ravel() for r, g in pairs]).mean())
+    if kind == "embedding":
+        stacked = [np.concatenate([_per_sample(p[i].astype(np.float64)) for p in pairs]) for i in (0, 1)]
+        out.update(retrieval.retrieval_metrics(stacked[0], stacked[1], ks))
     return out
 
 
@@ -284,12 +298,13 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
     "<": operator.lt,
 }
-_EXPR = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
+_EXAMPLE = "cosine>=0.99,recall@10>=0.95,spearman>=0.98"
+_EXPR = re.compile(r"^\s*([a-z_0-9]+(?:@[0-9]+)?)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 
 
 @dataclass(frozen=True)
 class FidelityTarget:
-    """``metric op threshold``, for example ``cosine >= 0.99``."""
+    """``metric op threshold``, for example ``cosine >= 0.99`` or ``recall@10 >= 0.95``."""
 
     metric: str
     op: str
@@ -304,37 +319,82 @@ class FidelityTarget:
         va, vb = a.get(self.metric, np.nan), b.get(self.metric, np.nan)
         if np.isnan(vb):
             return not np.isnan(va)
-        return bool(va > vb) if HIGHER_IS_BETTER[self.metric] else bool(va < vb)
+        return bool(va > vb) if higher_is_better(self.metric) else bool(va < vb)
 
     def check_applies(self, kinds: Mapping[str, str]) -> None:
-        """``top1`` judges class scores: asking it of a model with no classifier output is an InputError."""
-        if self.metric == "top1" and "classifier" not in kinds.values():
+        """``top1`` needs class scores, recall/spearman embeddings: asking them of a model without is an InputError."""
+        need = {"top1": "a classifier"}.get(self.metric) or retrieval.kind_needed(self.metric)
+        if need is not None and (kind := need.split()[-1]) not in kinds.values():
             described = ", ".join(f"{n} ({k})" for n, k in kinds.items()) or "none"
             raise InputError(
-                f"fidelity {self} needs a classifier output, but the outputs are {described}: use cosine/rel_l2, "
-                "or mark an output with --output-kind NAME=classifier"
+                f"fidelity {self} needs {need} output, but the outputs are {described}: use cosine/rel_l2, "
+                f"or mark an output with --output-kind NAME={kind}"
             )
 
     def __str__(self) -> str:
         return f"{self.metric}{self.op}{self.threshold:g}"
 
 
-def parse_fidelity(expr: str) -> FidelityTarget:
-    """Parse ``"cosine>=0.99"``, ``"top1>=0.99"``, ``"rel_l2<=0.05"`` or ``"max_abs<=1e-2"``; else an InputError."""
-    match = _EXPR.match(expr or "")
-    hint = "expected METRIC>=VALUE or METRIC<=VALUE, e.g. cosine>=0.99, top1>=0.99, rel_l2<=0.05, max_abs<=1e-2"
+@dataclass(frozen=True)
+class FidelityGoal:
+    """Fidelity targets that must all hold, for example ``cosine>=0.99,recall@10>=0.95,spearman>=0.98``."""
+
+    targets: tuple[FidelityTarget, ...]
+
+    def met(self, metrics: Mapping[str, float]) -> bool:
+        return all(t.met(metrics) for t in self.targets)
+
+    def better(self, a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+        """Is ``a`` closer to the goal than ``b``: more targets met, then the first target that tells them apart."""
+        met_a, met_b = (sum(t.met(m) for t in self.targets) for m in (a, b))
+        if met_a != met_b:
+            return met_a > met_b
+        return next((t.better(a, b) for t in self.targets if t.better(a, b) or t.better(b, a)), False)
+
+    def check_applies(self, kinds: Mapping[str, str]) -> None:
+        for t in self.targets:
+            t.check_applies(kinds)
+
+    def check_texts(self, n: int) -> None:
+        """A retrieval metric over fewer held-back texts than it is defined on is an InputError, before any work."""
+        for t in self.targets:
+            retrieval.check_enough_texts(t.metric, n)
+
+    @property
+    def recall_ks(self) -> tuple[int, ...]:
+        return retrieval.recall_ks(t.metric for t in self.targets)
+
+    def values(self, metrics: Mapping[str, Any]) -> str:
+        """``cosine=0.99123, recall@10=0.93000``: the goal's metrics as measured, for a one-line failure."""
+        return ", ".join(f"{t.metric}={float(metrics.get(t.metric, np.nan)):.5f}" for t in self.targets)
+
+    def __str__(self) -> str:
+        return ",".join(str(t) for t in self.targets)
+
+
+def parse_fidelity(expr: str) -> FidelityGoal:
+    """Parse ``"cosine>=0.99"`` or several, comma-separated, all of which must hold; else an InputError.
+
+    Metrics: cosine, min_cosine, top1 (classifiers), rel_l2, max_abs, and for embeddings recall@K and spearman.
+    """
+    return FidelityGoal(tuple(_parse_target(part, expr) for part in (expr or "").split(",")))
+
+
+def _parse_target(part: str, expr: str) -> FidelityTarget:
+    match, bad = _EXPR.match(part), f"bad fidelity expression {expr!r}"
     if not match:
-        raise InputError(f"bad fidelity expression {expr!r}: {hint}")
+        raise InputError(f"{bad}: expected METRIC>=VALUE or METRIC<=VALUE, comma-separated, e.g. {_EXAMPLE}")
     metric, op, raw = match.groups()
-    if metric not in HIGHER_IS_BETTER:
-        raise InputError(f"bad fidelity expression {expr!r}: unknown metric {metric!r} ({', '.join(HIGHER_IS_BETTER)})")
+    higher = higher_is_better(metric)
+    if higher is None:
+        raise InputError(f"{bad}: unknown metric {metric!r} ({', '.join(HIGHER_IS_BETTER)}, recall@K)")
     try:
         value = float(raw)
     except ValueError:
-        raise InputError(f"bad fidelity expression {expr!r}: {raw!r} is not a number") from None
-    if HIGHER_IS_BETTER[metric] != op.startswith(">"):
-        want = ">=" if HIGHER_IS_BETTER[metric] else "<="
-        raise InputError(f"bad fidelity expression {expr!r}: {metric} is bounded with {want}")
-    if HIGHER_IS_BETTER[metric] and not 0.0 <= value <= 1.0:
-        raise InputError(f"bad fidelity expression {expr!r}: {metric} lies in [0, 1]")
+        raise InputError(f"{bad}: {raw!r} is not a number") from None
+    if higher != op.startswith(">"):
+        raise InputError(f"{bad}: {metric} is bounded with {'>=' if higher else '<='}")
+    low = -1.0 if metric == "spearman" else 0.0
+    if higher and not low <= value <= 1.0:
+        raise InputError(f"{bad}: {metric} lies in [{low:g}, 1]")
     return FidelityTarget(metric, op, value)

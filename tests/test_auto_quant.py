@@ -72,7 +72,7 @@ def references(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str,
      ("max_abs<=1e-2", "max_abs", "<=", 0.01), ("min_cosine>0.9", "min_cosine", ">", 0.9)],
 )  # fmt: skip
 def test_fidelity_expressions_parse(expr, metric, op, value):
-    goal = parse_fidelity(expr)
+    (goal,) = parse_fidelity(expr).targets
     assert (goal.metric, goal.op, goal.threshold) == (metric, op, value)
 
 

@@ -26,7 +26,7 @@ from edgekit.converters.calibration import CalibrationSet
 from edgekit.converters.quantize.model import quantize_model
 from edgekit.converters.quantize.options import QuantizeOptions, QuantizeResult
 from edgekit.errors import InputError, ValidationError
-from edgekit.fidelity import FidelityTarget, fidelity_metrics, parse_fidelity, run_all
+from edgekit.fidelity import FidelityGoal, fidelity_metrics, parse_fidelity, run_all
 from edgekit.runtimes import DEFAULT_TARGET
 
 Feeds = dict[str, np.ndarray]
@@ -67,7 +67,7 @@ def scheme_options(scheme: str, calibration: str) -> QuantizeOptions:
 
 @dataclass(frozen=True)
 class AutoOptions:
-    fidelity: FidelityTarget = field(default_factory=lambda: parse_fidelity("cosine>=0.99"))
+    fidelity: FidelityGoal = field(default_factory=lambda: parse_fidelity("cosine>=0.99"))
     targets: tuple[str, ...] = (DEFAULT_TARGET,)
     calibration: str = "minmax"
     latency: BenchConfig = CANDIDATE_TIMING  # how candidates are timed: the bench's method, shorter rounds
@@ -109,7 +109,8 @@ class _Context:
         from edgekit.runtimes.loading import load, model_ref
 
         with load(model_ref(path), target=target) as session:
-            return fidelity_metrics(self.refs, run_all(session.run, self.data.heldout), self.opts.output_kinds)
+            outputs = run_all(session.run, self.data.heldout)
+            return fidelity_metrics(self.refs, outputs, self.opts.output_kinds, self.opts.fidelity.recall_ks)
 
 
 def auto_quantize(
@@ -119,6 +120,7 @@ def auto_quantize(
     """Search candidates for every target in ``options.targets``; see the module docstring."""
     if not data.heldout:
         raise InputError("--quantize auto needs held-back samples: give at least 3 calibration samples")
+    options.fidelity.check_texts(len(data.heldout))
     ctx = _Context(base, work, data, references, options, say)
     schemes = _schemes(options.targets)
     steps = {s: _search(ctx, s, [t for t in options.targets if s in candidates_for(t)]) for s in schemes}
@@ -174,7 +176,7 @@ def _judge(ctx: _Context, step: Step, targets: Sequence[str]) -> Step:
     return step
 
 
-def _pick_step(steps: list[Step], target: str, goal: FidelityTarget) -> Step:
+def _pick_step(steps: list[Step], target: str, goal: FidelityGoal) -> Step:
     """The first (least excluded, so fastest) step meeting the goal on ``target``, else the most faithful."""
     judged = [s for s in steps if target in s.fidelity]
     for s in judged:
@@ -198,7 +200,7 @@ def _latencies(ctx: _Context, picks: Mapping[str, Mapping[str, Step]], feeds: Fe
     return out
 
 
-def _rows(target: str, picks: Mapping[str, Step], baseline: dict, lat: Mapping[str, Any], goal: FidelityTarget) -> list:
+def _rows(target: str, picks: Mapping[str, Step], baseline: dict, lat: Mapping[str, Any], goal: FidelityGoal) -> list:
     base_ms = lat[BASELINE].p50_ms
     rows = [{"target": target, "scheme": BASELINE, "file": None, "path": None, "excluded_nodes": [],
              "fidelity": baseline, "meets": goal.met(baseline), "latency": lat[BASELINE].to_dict(),
@@ -214,7 +216,7 @@ def _rows(target: str, picks: Mapping[str, Step], baseline: dict, lat: Mapping[s
     return rows
 
 
-def _choose(target: str, rows: list[dict], goal: FidelityTarget) -> dict:
+def _choose(target: str, rows: list[dict], goal: FidelityGoal) -> dict:
     quantized = [r for r in rows if r["scheme"] != BASELINE]
     meeting = [r for r in quantized if r["meets"]]
     if not meeting:
@@ -224,7 +226,7 @@ def _choose(target: str, rows: list[dict], goal: FidelityTarget) -> dict:
                 best = r
         raise ValidationError(
             f"--quantize auto: no candidate meets {goal} on {target}; best was {best['scheme']} "
-            f"({goal.metric}={best['fidelity'].get(goal.metric, float('nan')):.5f} with "
+            f"({goal.values(best['fidelity'])} with "
             f"{len(best['excluded_nodes'])} node(s) kept in float, p50 {best['latency']['p50_ms']:.2f} ms)"
         )
     fastest = min([*meeting, rows[0]], key=lambda r: r["latency"]["p50_ms"])
