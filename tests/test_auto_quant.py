@@ -154,3 +154,26 @@ def test_cli_auto_on_an_onnx_model(tmp_path, mlp_onnx):
     chosen = [r for r in stage["metrics"]["candidates"] if r.get("chosen")]
     assert len(chosen) == 1 and manifest["variants"]["onnxruntime"] == (chosen[0]["file"] or "model.onnx")
     assert {r["scheme"] for r in stage["metrics"]["candidates"]} == {"fp32", "int8-dynamic", "int8"}
+
+
+def test_auto_takes_a_candidate_only_when_the_lower_bound_of_its_mean_clears_the_goal(tmp_path):
+    """A goal between a candidate's lower confidence bound and its mean: the mean alone would pass it, auto must
+    not, and searches on (keeping nodes in float) instead."""
+    src = outlier_model(tmp_path / "m.onnx")
+    data = load_calibration(samples(60), SPECS, CalibrationOptions(holdout=20))
+    refs = references(src, data.heldout)
+    from edgekit.fidelity import run_all
+    from edgekit.runtimes.loading import load, model_ref
+
+    plain = quantize_model(src, tmp_path / "d.onnx", QuantizeOptions(mode="int8-dynamic"), data.calibration)
+    with load(model_ref(plain.path), target="onnxruntime") as session:
+        measured = fidelity_metrics(refs, run_all(session.run, data.heldout))
+    threshold = (measured["cosine"] + measured["cosine_lcb"]) / 2
+    assert parse_fidelity(f"cosine>={threshold}").met(measured)  # the mean alone passes
+    work = tmp_path / "work"
+    work.mkdir()
+    options = AutoOptions(parse_fidelity(f"cosine>={threshold}"), ("onnxruntime",), latency=FAST)
+    result = auto_quantize(src, work, data, refs, data.calibration[0], options, lambda _: None)
+    first = next(s for s in result.search["int8-dynamic"] if s["kept_float"] == 0)
+    assert first["fidelity"]["onnxruntime"]["cosine"] == pytest.approx(measured["cosine"])
+    assert len(result.search["int8-dynamic"]) > 1  # not taken as it was: the search went on
