@@ -77,9 +77,9 @@ def convert_command(
     from edgekit.converters.compress import compress_request
     from edgekit.converters.pipeline import convert
     from edgekit.fidelity import parse_output_kinds
-    from edgekit.specs import parse_dim_sizes, parse_spec
+    from edgekit.specs import parse_dim_sizes, parse_specs
 
-    specs = [parse_spec(s) for s in inputs]
+    specs = parse_specs(inputs)
     sizes = parse_dim_sizes(dims)
     kinds = parse_output_kinds(output_kind)
     shrink = compress_request(
