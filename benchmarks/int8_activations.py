@@ -89,7 +89,7 @@ def _compare(artifact: Path, data_for: Any, rounds: int) -> dict[str, Any]:
     inputs = io_specs(read_onnx(base, check=False))[0]
     data = data_for(artifact, inputs)
     kinds = dict(read_manifest(artifact).output_kinds)
-    refs = _outputs(base, "onnxruntime", data.heldout)
+    refs = outputs_on(base, "onnxruntime", data.heldout)
     files = {}
     for name, symmetric in (("asymmetric", False), ("symmetric", True)):
         files[name] = artifact / f"model.int8-{name}.onnx"
@@ -99,7 +99,7 @@ def _compare(artifact: Path, data_for: Any, rounds: int) -> dict[str, Any]:
     config = replace(CANDIDATE_TIMING, rounds=rounds, duration_s=2.0)
     row: dict[str, Any] = {"heldout_samples": len(data.heldout), "calibration_samples": len(data.calibration)}
     for target in TARGETS:
-        fid = {n: _fidelity(refs, _outputs(p, target, data.heldout), kinds) for n, p in files.items()}
+        fid = {n: fidelity_of(refs, outputs_on(p, target, data.heldout), kinds) for n, p in files.items()}
         lat = measure_latency([Candidate(n, p, target) for n, p in files.items()], feeds, config)
         ratio = lat["symmetric"].p50_ms / lat["asymmetric"].p50_ms
         row[target] = {"fidelity": fid, "p50_ms": {n: round(r.p50_ms, 4) for n, r in lat.items()},
@@ -107,7 +107,7 @@ def _compare(artifact: Path, data_for: Any, rounds: int) -> dict[str, Any]:
     return row
 
 
-def _outputs(path: Path, target: str, feeds: list) -> list:
+def outputs_on(path: Path, target: str, feeds: list) -> list:
     from edgekit.fidelity import run_all
     from edgekit.runtimes.loading import load, model_ref
 
@@ -115,7 +115,7 @@ def _outputs(path: Path, target: str, feeds: list) -> list:
         return run_all(session.run, feeds)
 
 
-def _fidelity(refs: list, got: list, kinds: dict) -> dict[str, float]:
+def fidelity_of(refs: list, got: list, kinds: dict) -> dict[str, float]:
     from edgekit.fidelity import fidelity_metrics
 
     m = fidelity_metrics(refs, got, kinds)

@@ -21,6 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from int8_activations import fidelity_of, outputs_on  # the sibling benchmark's helpers (same directory)
+
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ROOT / "benchmarks" / "data" / "sentences.txt"
 TARGETS = ("onnxruntime", "openvino")
@@ -60,7 +62,7 @@ def _compare(artifact: Path, rounds: int) -> dict[str, Any]:
     ensure_node_names(base)
     data = load_calibration(SENTENCES, io_specs(read_onnx(base, check=False))[0], tokenizer=artifact / TOKENIZER_FILE)
     kinds = dict(read_manifest(artifact).output_kinds)
-    refs = _outputs(base, "onnxruntime", data.heldout)
+    refs = outputs_on(base, "onnxruntime", data.heldout)
     files = {"fp32": base}
     for engine in ENGINES:
         files[engine] = artifact / f"model.int8-{engine}.onnx"
@@ -70,26 +72,12 @@ def _compare(artifact: Path, rounds: int) -> dict[str, Any]:
     row: dict[str, Any] = {"heldout_samples": len(data.heldout), "size_mb": {n: round(p.stat().st_size / 1e6, 1)
                            for n, p in files.items()}}  # fmt: skip
     for target in TARGETS:
-        fid = {n: _fidelity(refs, _outputs(p, target, data.heldout), kinds) for n, p in files.items() if n != "fp32"}
+        quantized = {n: p for n, p in files.items() if n != "fp32"}
+        fid = {n: fidelity_of(refs, outputs_on(p, target, data.heldout), kinds) for n, p in quantized.items()}
         lat = measure_latency([Candidate(n, p, target) for n, p in files.items()], feeds, config)
         row[target] = {"fidelity": fid, "p50_ms": {n: round(r.p50_ms, 4) for n, r in lat.items()},
                        "precision": {n: r.precision for n, r in lat.items()}}  # fmt: skip
     return row
-
-
-def _outputs(path: Path, target: str, feeds: list) -> list:
-    from edgekit.fidelity import run_all
-    from edgekit.runtimes.loading import load, model_ref
-
-    with load(model_ref(path), target=target) as session:
-        return run_all(session.run, feeds)
-
-
-def _fidelity(refs: list, got: list, kinds: dict) -> dict[str, float]:
-    from edgekit.fidelity import fidelity_metrics
-
-    m = fidelity_metrics(refs, got, kinds)
-    return {k: round(float(v), 5) for k, v in m.items() if k in ("cosine", "min_cosine", "rel_l2")}
 
 
 def _markdown(report: dict[str, Any]) -> str:
