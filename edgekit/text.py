@@ -156,7 +156,8 @@ class TextEncoder:
 
     def encodings(self, sentences: Sequence[str], max_length: int | None = None) -> list[Any]:
         """Token encodings of ``sentences``, truncated at ``max_length`` (default: the model's), unpadded."""
-        return self._tokenizer(_checked_length(max_length or self.max_length)).encode_batch(list(sentences))
+        length = self.max_length if max_length is None else _checked_length(max_length)
+        return self._tokenizer(length).encode_batch(list(sentences))
 
     def feeds(self, encodings: Sequence[Any], pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Feeds for ``encodings``: padded to the longest (or to ``pad_to``), in each input's dtype."""

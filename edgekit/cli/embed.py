@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
-from edgekit.cli._common import err, out, print_json
+from edgekit.cli._common import err, out, print_json, shape_text
 
 if TYPE_CHECKING:
     from edgekit.runtimes.embedfile import EmbedFileResult, ProgressFn
@@ -82,6 +83,7 @@ def _progress_bar(enabled: bool) -> Iterator[ProgressFn | None]:
 
 def _print_summary(r: EmbedFileResult) -> None:
     skipped = f" ({r.skipped} blank line{'s' if r.skipped != 1 else ''} skipped)" if r.skipped else ""
-    out.print(f"embedded {r.count} texts{skipped} -> {r.output}  [{r.count}, {r.dim}] float32")
+    out.print(f"embedded {r.count} texts{skipped} -> {escape(str(r.output))}  {shape_text([r.count, r.dim])} float32",
+              soft_wrap=True)  # fmt: skip
     out.print(f"{r.seconds:.2f} s, {r.texts_per_s:,.1f} texts/s on {r.target} ({r.precision}), "
-              f"max_length {r.max_length}, batch {r.batch_size}")  # fmt: skip
+              f"max_length {r.max_length}, batch {r.batch_size}", soft_wrap=True)  # fmt: skip
