@@ -243,3 +243,12 @@ def test_artifacts_converted_before_the_length_was_recorded_still_load(minilm_ar
     with embedder:
         assert (embedder.max_length, embedder.max_length_from) == (FALLBACK_MAX_LENGTH, "fallback")
         assert embedder.encode(["still works"]).shape == (1, 384)
+
+
+def test_an_artifacts_onnx_converted_again_is_still_an_embedder(minilm_artifact, tmp_path, texts):
+    """``edgekit convert artifact/model.onnx`` (the path quantizing an ONNX file takes) keeps the output kinds
+    and the text facts of the artifact the file sits in."""
+    manifest = edgekit.convert(minilm_artifact / "model.onnx", tmp_path / "again")
+    assert manifest.output_kinds == {"embedding": "embedding"} and manifest.text == read_manifest(minilm_artifact).text
+    with edgekit.Embedder(minilm_artifact) as a, edgekit.Embedder(tmp_path / "again") as b:
+        np.testing.assert_array_equal(a.encode(texts[:16]), b.encode(texts[:16]))

@@ -41,6 +41,7 @@ class OnnxSource:
     int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     tokenizer: Path | None = None
     text: TextFacts | None = None  # what the artifact the file sits in recorded about its text model
+    output_kinds: dict[str, str] = field(default_factory=dict)  # and what its outputs are (an embedding...)
 
 
 def load_onnx_source(path: Path) -> OnnxSource:
@@ -51,12 +52,14 @@ def load_onnx_source(path: Path) -> OnnxSource:
     inputs, outputs = io_specs(proto)
     ranges: dict[str, tuple[int, int]] = {}
     text: TextFacts | None = None
+    kinds: dict[str, str] = {}
     if (path.parent / MANIFEST_NAME).is_file():
         with contextlib.suppress(ArtifactError):  # a damaged manifest next to the file only costs these facts
             manifest = read_manifest(path.parent)
-            ranges, text = manifest.int_ranges, _text_of(path.parent, manifest)
+            ranges, text, kinds = manifest.int_ranges, _text_of(path.parent, manifest), dict(manifest.output_kinds)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return OnnxSource(path, inputs, outputs, opset_of(proto), digest, ranges, find_tokenizer(path.parent), text)
+    tokenizer = find_tokenizer(path.parent)
+    return OnnxSource(path, inputs, outputs, opset_of(proto), digest, ranges, tokenizer, text, kinds)
 
 
 def _text_of(directory: Path, manifest: Manifest) -> TextFacts | None:

@@ -186,7 +186,7 @@ def _convert_onnx(path: Path, out: Path, job: _Job) -> Manifest:
     from edgekit.onnxfile import precision_of, read_onnx
 
     src = load_onnx_source(path)
-    kinds = _checked_kinds(src.outputs, {}, job)
+    kinds = _checked_kinds(src.outputs, src.output_kinds, job)
     with staging_dir(out, force=job.force) as tmp:
         model = tmp / MODEL_NAME
         copy_model(src, model)
