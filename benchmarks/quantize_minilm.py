@@ -112,10 +112,12 @@ def _encode(artifact: Path, texts: list[str], max_length: int | None = None) -> 
 
 
 def _fidelity(source: Path, artifact: Path, models: list[dict], sentences: list[str]) -> dict[str, dict]:
-    """Mean/min cosine of every model on every target to torch FP32, one sentence at a time."""
+    """Mean/min cosine of every model on every target to torch FP32, one sentence at a time; recall@10 of torch's
+    neighbours and Spearman of pairwise similarities over the whole held-back set."""
     import edgekit
     from edgekit.converters.torch_io import run_torch
     from edgekit.fidelity import sample_cosines
+    from edgekit.retrieval import retrieval_metrics
     from edgekit.sources import load_source
 
     feeds = [_encode(artifact, [s]) for s in sentences]
@@ -124,11 +126,12 @@ def _fidelity(source: Path, artifact: Path, models: list[dict], sentences: list[
     out = {}
     for m in models[1:]:
         with edgekit.load(m["path"], target=m["target"]) as session:
-            cos = np.concatenate(
-                [sample_cosines(r, session.run(f)["embedding"]) for r, f in zip(ref, feeds, strict=True)]
-            )
-        out[m["label"]] = {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
-        print(f"fidelity {m['label']}: mean cosine {cos.mean():.5f}", flush=True)
+            got = [session.run(f)["embedding"] for f in feeds]
+        cos = np.concatenate([sample_cosines(r, g) for r, g in zip(ref, got, strict=True)])
+        sets = retrieval_metrics(np.concatenate(ref), np.concatenate(got))
+        out[m["label"]] = {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
+                           "recall@10": sets.get("recall@10"), "spearman": sets.get("spearman")}  # fmt: skip
+        print(f"fidelity {m['label']}: mean cosine {cos.mean():.5f}, recall@10 {sets.get('recall@10')}", flush=True)
     return out
 
 
@@ -159,7 +162,7 @@ def _rows(models: list[dict], fidelity: dict, latency: dict[str, Any]) -> list[d
             "precision": lat.precision or "fp32", "p50_ms": lat.p50_ms, "p90_ms": lat.p90_ms,
             "rounds_p50_ms": lat.rounds_p50_ms, "speedup_vs_torch": statistics.median(ratios),
             "speedup_rounds": [round(x, 3) for x in ratios],
-            **fidelity.get(m["label"], {"mean_cosine": 1.0, "min_cosine": 1.0}),
+            **fidelity.get(m["label"], {"mean_cosine": 1.0, "min_cosine": 1.0, "recall@10": 1.0, "spearman": 1.0}),
         })  # fmt: skip
     return rows
 
@@ -206,14 +209,17 @@ def _write(result: dict[str, Any], directory: Path) -> None:
         f"{result['rounds']} rounds, every model in its own process, all models alternating within each round; "
         "speedup = torch p50 / model p50 in the same round, median over rounds.",
         f"Fidelity: cosine to torch FP32 embeddings on {result['heldout_sentences']} held-back sentences "
-        "(not seen by calibration), batch 1, natural length.",
+        "(not seen by calibration), batch 1, natural length; recall@10 of torch's neighbours and Spearman of the "
+        "pairwise similarities over the same set.",
         "",
-        "| model | target | precision | p50 ms | p90 ms | speedup vs torch | mean cosine | min cosine |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | target | precision | p50 ms | p90 ms | speedup vs torch | mean cosine | min cosine | recall@10 | "
+        "spearman |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(f"| {r['model']} | {r['target']} | {r['precision']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
-                     f"{r['speedup_vs_torch']:.2f}x | {r['mean_cosine']:.5f} | {r['min_cosine']:.5f} |")  # fmt: skip
+                     f"{r['speedup_vs_torch']:.2f}x | {r['mean_cosine']:.5f} | {r['min_cosine']:.5f} | "
+                     f"{r.get('recall@10') or 0:.3f} | {r.get('spearman') or 0:.4f} |")  # fmt: skip
     lines += ["", f"`--quantize auto` chose {result['auto']['variants']}. Its candidates, measured on the target while "
               "converting (held-back fidelity; latency alternating in fresh processes, vs the FP32 model there):", "",
               "| target | scheme | kept in float | mean cosine | meets | p50 ms | vs fp32 | chosen |",

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, PositiveInt, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from edgekit._version import __version__
@@ -85,7 +85,7 @@ class Manifest(BaseModel):
     variants: dict[str, str] = Field(default_factory=dict)
     variant_precisions: dict[str, str] = Field(default_factory=dict)
     opset: int = 0
-    dynamic_dims: dict[str, int] = Field(default_factory=dict)
+    dynamic_dims: dict[str, PositiveInt] = Field(default_factory=dict)
     stages: list[Stage] = Field(default_factory=list)
     validation: dict[str, dict[str, Any]] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict)
@@ -96,6 +96,16 @@ class Manifest(BaseModel):
     int_ranges: dict[str, tuple[int, int]] = Field(default_factory=dict)
     text: TextFacts | None = None  # a model with a tokenizer; None in artifacts from before edgekit recorded it
     extras: dict[str, Any] = Field(default_factory=dict)  # anything not (yet) a field of its own
+
+    @field_validator("validation")
+    @classmethod
+    def _validation_reports_are_complete(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each target's gate report says whether it passed, at which precision, with what worst cosine."""
+        for target, report in value.items():
+            missing = [k for k in ("passed", "precision", "min_cosine") if k not in report]
+            if missing:
+                raise ValueError(f"validation report for {target!r} lacks {', '.join(missing)}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -175,7 +185,7 @@ def read_manifest(directory: Path) -> Manifest:
     try:
         data = json.loads(path.read_text())
         manifest = Manifest.model_validate(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, PydanticValidationError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, PydanticValidationError) as exc:
         raise ArtifactError(f"corrupt {MANIFEST_NAME} in {directory}: {str(exc).splitlines()[0]}") from exc
     if manifest.format_version > FORMAT_VERSION:
         raise ArtifactError(
@@ -294,8 +304,7 @@ def describe_model(path: Path) -> dict[str, Any]:
             "edgekit_version": manifest.edgekit_version,
             "stages": [s.name for s in manifest.stages],
             "validation": {
-                t: {"passed": r["passed"], "precision": r["precision"], "min_cosine": r["min_cosine"]}
-                for t, r in manifest.validation.items()
+                t: {k: r[k] for k in ("passed", "precision", "min_cosine")} for t, r in manifest.validation.items()
             },
             "files": len(manifest.files),
         }

@@ -9,7 +9,8 @@ AVX-512 kernels sum in different orders, which matters for outputs in the hundre
 - ``rel_l2``: ``||got - ref||₂ / ||ref||₂`` per sample, the worst sample counts;
 - ``max_rel``: ``max|got - ref| / max|ref|`` per sample (the largest error against the largest value);
 - ``cosine`` per sample (each sample flattened); scale-blind, so it is never judged alone;
-- ``top1``: argmax agreement over the last axis, for outputs of kind ``classifier`` only.
+- ``top1``: argmax agreement over the last axis, for outputs of kind ``classifier`` only;
+- ``recall@k`` and ``spearman`` over a set of texts, for ``embedding`` outputs only (:mod:`edgekit.retrieval`).
 
 The kind of each output (``classifier``, ``embedding`` or ``tensor``) is decided at convert time and kept in
 the manifest (:func:`output_kinds`), never guessed from an output's name.
@@ -18,15 +19,19 @@ the manifest (:func:`output_kinds`), never guessed from an output's name.
 from __future__ import annotations
 
 import math
-import operator
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from edgekit import retrieval
 from edgekit.errors import InputError
+from edgekit.goals import HIGHER_IS_BETTER as HIGHER_IS_BETTER  # the goals' half, re-exported for callers
+from edgekit.goals import FidelityGoal as FidelityGoal
+from edgekit.goals import FidelityTarget as FidelityTarget
+from edgekit.goals import higher_is_better
+from edgekit.goals import parse_fidelity as parse_fidelity
 
 OutputKind = Literal["classifier", "embedding", "tensor"]
 OUTPUT_KINDS: tuple[str, ...] = ("classifier", "embedding", "tensor")
@@ -188,6 +193,8 @@ def output_metrics(ref: np.ndarray, got: np.ndarray, kind: str = "tensor") -> di
     }
     if kind == "classifier" and ref.ndim >= 1 and ref.size:
         metrics["top1"] = top1_agreement(r64, g64)
+    if kind == "embedding" and ref.ndim >= 2:
+        metrics.update(retrieval.retrieval_metrics(r64, g64))
     return metrics
 
 
@@ -230,111 +237,58 @@ def failure_detail(metrics: Mapping[str, Any], tol: Tolerance) -> str:
 # ---------------------------------------------------------------------------------------------- over samples
 
 Feeds = dict[str, np.ndarray]
-HIGHER_IS_BETTER = {"cosine": True, "min_cosine": True, "top1": True, "max_abs": False, "rel_l2": False}
 
 
 def fidelity_metrics(
     references: Sequence[Mapping[str, np.ndarray]],
     outputs: Sequence[Mapping[str, Any]],
     kinds: Mapping[str, str] | None = None,
+    recall_ks: Sequence[int] = (retrieval.DEFAULT_K,),
 ) -> dict[str, Any]:
     """Metrics over held-back samples (one dict of outputs per sample, same order), the worst output deciding.
 
     ``cosine`` is the mean per-sample cosine, ``min_cosine`` the worst sample, ``rel_l2`` the worst sample's
-    scale-relative error, ``top1`` the argmax agreement of classifier outputs, ``max_abs`` the largest error.
+    scale-relative error, ``top1`` the argmax agreement of classifier outputs, ``max_abs`` the largest error;
+    for embedding outputs, ``recall@k`` (each k of ``recall_ks``) and ``spearman`` over every row of every
+    sample taken as one set of texts, with ``retrieval_texts`` saying how many.
     """
     per_output: dict[str, dict[str, float]] = {}
     for name in references[0] if references else ():
         pairs = [(np.asarray(r[name]), np.asarray(o[name])) for r, o in zip(references, outputs, strict=True)]
-        per_output[name] = _over_samples(pairs, (kinds or {}).get(name, "tensor"))
+        per_output[name] = _over_samples(pairs, (kinds or {}).get(name, "tensor"), recall_ks)
     if not per_output:
         return {"samples": 0}
-    worst = {
-        m: (min if better else max)(v[m] for v in per_output.values() if m in v)
-        for m, better in HIGHER_IS_BETTER.items()
-        if any(m in v for v in per_output.values())
-    }
+    names = dict.fromkeys(m for v in per_output.values() for m in v)
+    lowest = {m for m in names if higher_is_better(m) or m == retrieval.TEXTS_KEY}  # the worst is the least
+    worst = {m: (min if m in lowest else max)(v[m] for v in per_output.values() if m in v) for m in names}
     return {**worst, "samples": len(references)}
 
 
-def _over_samples(pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str) -> dict[str, float]:
+def _over_samples(pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str, ks: Sequence[int]) -> dict[str, float]:
     cos = np.concatenate([sample_cosines(r, g) for r, g in pairs])
     rel = np.concatenate([scaled_errors(r, g)[0] for r, g in pairs])
     out = {
         "cosine": float(cos.mean()),
+        "cosine_lcb": _lower_bound(cos),
         "min_cosine": float(cos.min()),
         "rel_l2": float(rel.max()),
         "max_abs": max(float(np.abs(r.astype(np.float64) - g).max(initial=0.0)) for r, g in pairs),
     }
     if kind == "classifier":
         out["top1"] = float(np.concatenate([top1_matches(r, g).ravel() for r, g in pairs]).mean())
+    if kind == "embedding":
+        stacked = [np.concatenate([_per_sample(p[i].astype(np.float64)) for p in pairs]) for i in (0, 1)]
+        out.update(retrieval.retrieval_metrics(stacked[0], stacked[1], ks))
     return out
+
+
+def _lower_bound(values: np.ndarray, z: float = 1.645) -> float:
+    """One-sided 95% lower confidence bound of the mean (normal approximation); the mean for one value."""
+    if values.size < 2:
+        return float(values.mean())
+    return float(values.mean() - z * values.std(ddof=1) / math.sqrt(values.size))
 
 
 def run_all(run: Callable[[Feeds], Mapping[str, np.ndarray]], samples: Sequence[Feeds]) -> list[dict[str, np.ndarray]]:
     """Outputs for every sample, in order."""
     return [dict(run(s)) for s in samples]
-
-
-# ---------------------------------------------------------------------------------------------- expressions
-
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge,
-    ">": operator.gt,
-    "<=": operator.le,
-    "<": operator.lt,
-}
-_EXPR = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
-
-
-@dataclass(frozen=True)
-class FidelityTarget:
-    """``metric op threshold``, for example ``cosine >= 0.99``."""
-
-    metric: str
-    op: str
-    threshold: float
-
-    def met(self, metrics: Mapping[str, float]) -> bool:
-        value = metrics.get(self.metric)
-        return value is not None and _OPS[self.op](float(value), self.threshold)
-
-    def better(self, a: Mapping[str, float], b: Mapping[str, float]) -> bool:
-        """Is ``a`` closer to the reference than ``b`` on this target's metric?"""
-        va, vb = a.get(self.metric, np.nan), b.get(self.metric, np.nan)
-        if np.isnan(vb):
-            return not np.isnan(va)
-        return bool(va > vb) if HIGHER_IS_BETTER[self.metric] else bool(va < vb)
-
-    def check_applies(self, kinds: Mapping[str, str]) -> None:
-        """``top1`` judges class scores: asking it of a model with no classifier output is an InputError."""
-        if self.metric == "top1" and "classifier" not in kinds.values():
-            described = ", ".join(f"{n} ({k})" for n, k in kinds.items()) or "none"
-            raise InputError(
-                f"fidelity {self} needs a classifier output, but the outputs are {described}: use cosine/rel_l2, "
-                "or mark an output with --output-kind NAME=classifier"
-            )
-
-    def __str__(self) -> str:
-        return f"{self.metric}{self.op}{self.threshold:g}"
-
-
-def parse_fidelity(expr: str) -> FidelityTarget:
-    """Parse ``"cosine>=0.99"``, ``"top1>=0.99"``, ``"rel_l2<=0.05"`` or ``"max_abs<=1e-2"``; else an InputError."""
-    match = _EXPR.match(expr or "")
-    hint = "expected METRIC>=VALUE or METRIC<=VALUE, e.g. cosine>=0.99, top1>=0.99, rel_l2<=0.05, max_abs<=1e-2"
-    if not match:
-        raise InputError(f"bad fidelity expression {expr!r}: {hint}")
-    metric, op, raw = match.groups()
-    if metric not in HIGHER_IS_BETTER:
-        raise InputError(f"bad fidelity expression {expr!r}: unknown metric {metric!r} ({', '.join(HIGHER_IS_BETTER)})")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InputError(f"bad fidelity expression {expr!r}: {raw!r} is not a number") from None
-    if HIGHER_IS_BETTER[metric] != op.startswith(">"):
-        want = ">=" if HIGHER_IS_BETTER[metric] else "<="
-        raise InputError(f"bad fidelity expression {expr!r}: {metric} is bounded with {want}")
-    if HIGHER_IS_BETTER[metric] and not 0.0 <= value <= 1.0:
-        raise InputError(f"bad fidelity expression {expr!r}: {metric} lies in [0, 1]")
-    return FidelityTarget(metric, op, value)

@@ -9,6 +9,7 @@ The feed checks live here, not in a runtime, so every Session and every stage th
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -105,10 +106,34 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
-        return cls(name=data["name"], dtype=data["dtype"], shape=tuple(data["shape"]))
+        """A spec as stored in a manifest: data that may be damaged, so every field is checked."""
+        if not isinstance(data, Mapping) or not all(isinstance(data.get(k), str) for k in ("name", "dtype")):
+            raise InputError(f"bad tensor spec {_clipped(data)}: needs a name and a dtype (strings) and a shape")
+        shape = data.get("shape")
+        if not isinstance(shape, list | tuple):
+            raise InputError(f"bad tensor spec {data['name']!r}: shape must be a list, got {_clipped(shape)}")
+        for d in shape:
+            if isinstance(d, bool) or not ((isinstance(d, int) and d > 0) or (isinstance(d, str) and d)):
+                raise InputError(f"bad tensor spec {data['name']!r}: dims are positive ints or names, got {d!r}")
+        return cls(name=data["name"], dtype=data["dtype"], shape=tuple(shape))
+
+
+def _clipped(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _SPEC_RE = re.compile(r"^\s*([^:\s]+)\s*:\s*([A-Za-z0-9_.]+)\s*\[([^\]]*)\]\s*$")
+
+
+def parse_specs(texts: Sequence[str]) -> list[TensorSpec]:
+    """``--input`` specs, each name once."""
+    specs = [parse_spec(t) for t in texts]
+    seen = [s.name for s in specs]
+    twice = next((n for n in seen if seen.count(n) > 1), None)
+    if twice is not None:
+        raise InputError(f"--input {twice} is given twice")
+    return specs
 
 
 def parse_spec(text: str) -> TensorSpec:
@@ -136,10 +161,12 @@ def parse_dim_sizes(items: Sequence[str]) -> dict[str, int]:
     """Parse ``NAME=SIZE`` items (``--dim``) into a dict."""
     out: dict[str, int] = {}
     for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip().isdigit() or int(value) <= 0:
+        name, sep, value = (p.strip() for p in item.partition("="))
+        if not sep or not name or not re.fullmatch(r"[0-9]+", value) or int(value) <= 0:
             raise InputError(f"bad dim size {item!r}; expected NAME=SIZE with SIZE a positive integer")
-        out[name.strip()] = int(value)
+        if name in out:
+            raise InputError(f"--dim {name} is given twice")
+        out[name] = int(value)
     return out
 
 
@@ -159,10 +186,12 @@ def random_feeds(
     """
     rng = np.random.default_rng(seed)
     sizes = {**DEFAULT_DIM_SIZES, **(dims or {})}
+    planned = {s.name: (tuple(d if isinstance(d, int) else sizes.get(d, 16) for d in s.shape), _host_dtype(s))
+               for s in specs}  # fmt: skip
+    check_feeds_fit_memory(planned)
     feeds: dict[str, np.ndarray] = {}
     for spec in specs:
-        shape = tuple(d if isinstance(d, int) else sizes.get(d, 16) for d in spec.shape)
-        dtype = np.dtype(spec.dtype) if spec.dtype != "bfloat16" else np.dtype("float32")
+        shape, dtype = planned[spec.name]
         if dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":
@@ -173,18 +202,76 @@ def random_feeds(
     return feeds
 
 
+def _host_dtype(spec: TensorSpec) -> np.dtype:
+    """numpy has no bfloat16: such inputs are fed as float32."""
+    return np.dtype(spec.dtype) if spec.dtype != "bfloat16" else np.dtype("float32")
+
+
+def check_feeds_fit_memory(planned: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+    """Refuse feeds that cannot fit in the memory available now, before allocating any (a MemoryError or the
+    OOM killer is no message). The model needs memory too; this only rules out the impossible."""
+    need = {name: int(np.prod(shape, dtype=object)) * dtype.itemsize for name, (shape, dtype) in planned.items()}
+    available = available_memory_bytes()
+    if available is None or sum(need.values()) <= available:
+        return
+    name = max(need, key=lambda n: need[n])
+    shape, dtype = planned[name]
+    raise FeedError(
+        f"inputs need {sum(need.values()) / 2**30:.1f} GiB ({name!r} alone is {list(shape)} {dtype.name}, "
+        f"{need[name] / 2**30:.1f} GiB) but {available / 2**30:.1f} GiB of memory is available; use smaller --dim sizes"
+    )
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else free physical pages; None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def read_feed_files(files: Mapping[str, str | Path]) -> dict[str, np.ndarray]:
     """Feeds from ``.npy`` files, one per input name; never unpickled, since a feed file is data, not code."""
-    feeds: dict[str, np.ndarray] = {}
-    for name, path in files.items():
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"input file not found: {p}")
-        try:
-            feeds[name] = np.load(p, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise InputError(f"cannot read {p} as a .npy array: {one_line(exc)}") from exc
-    return feeds
+    return {name: read_npy(Path(path)) for name, path in files.items()}
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """One ``.npy`` array, checked before it is read: a regular file whose header promises no more data than the
+    file holds (a 30-byte file claiming 29 TiB is refused, not allocated) and no objects (never unpickled)."""
+    if not path.exists():
+        raise InputError(f"input file not found: {path}")
+    if not path.is_file():
+        raise InputError(f"input {path} is {'a directory' if path.is_dir() else 'not a regular file'}")
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":
+                raise InputError(f"{path} is an .npz archive; --input takes one .npy file per input")
+            f.seek(0)
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(f)
+            header_end = f.tell()
+    except InputError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"cannot read {path} as a .npy array (empty or truncated?): {one_line(exc)}") from None
+    if dtype.hasobject:
+        raise InputError(f"{path} holds Python objects; edgekit never unpickles input files")
+    if header_end + int(np.prod(shape, dtype=object)) * dtype.itemsize > path.stat().st_size:
+        raise InputError(f"{path} is truncated: its header promises {list(shape)} {dtype} but the file is shorter")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"cannot read {path} as a .npy array: {one_line(exc)}") from None
 
 
 def specs_from_onnx_values(values: Sequence[Any]) -> list[TensorSpec]:

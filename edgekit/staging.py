@@ -25,7 +25,7 @@ try:
 except ImportError:  # Windows: no advisory locks, the owner's pid alone says whether it lives
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["atomic_write", "staging_dir", "stale_staging", "sweep_stale_staging"]
+__all__ = ["atomic_write", "check_writable_file", "staging_dir", "stale_staging", "sweep_stale_staging"]
 
 # what follows ``.{output name}.`` in a staging (``.tmp``) or backup (``.old``) directory's name
 _OWNED = re.compile(r"(?P<pid>\d+)-(?P<start>\d+)\.[A-Za-z0-9_]+\.(?:tmp|old)")
@@ -85,6 +85,19 @@ def sweep_stale_staging(out: Path) -> list[Path]:
     return removed
 
 
+def check_writable_file(path: Path, what: str = "output") -> None:
+    """Fail now, before any work, when ``path`` cannot become a file: it is a directory, or what would have to be
+    its parent directory is a file. (Permissions are checked by the write itself; it is atomic.)"""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} path is a directory: {path}")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {what} {path}: {parent} is not a directory")
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     """Write a file through ``write(f)`` into a temporary sibling, then rename: readers never see half a file.
 
@@ -92,6 +105,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     mkstemp's 0600.
     """
     path = Path(path).absolute()
+    check_writable_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

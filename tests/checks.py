@@ -1,8 +1,8 @@
 """Assertions shared by tests that compare a runtime's outputs with a reference.
 
 A runtime may compute in a lower precision than the graph asks for (OpenVINO runs FP32 models in bf16 by default
-on CPUs with native bf16; TensorRT uses TF32 on Ampere and newer), so a comparison is judged at the tolerance
-for the precision the session *reports*, never a fp32 literal written in the test.
+on CPUs with native bf16; TensorRT asked for precision="tf32" uses TF32 on Ampere and newer), so a comparison is
+judged at the tolerance for the precision the session *reports*, never a fp32 literal written in the test.
 """
 
 from __future__ import annotations

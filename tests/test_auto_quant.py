@@ -17,6 +17,7 @@ from edgekit.benchmark.plan import BenchConfig
 from edgekit.converters.calibration import CalibrationOptions, load_calibration
 from edgekit.converters.quantize import QuantizeOptions, quantize_model
 from edgekit.converters.quantize.auto import AutoOptions, auto_quantize, keep_files
+from edgekit.converters.quantize.nncf_engine import nncf_available
 from edgekit.converters.quantize.sensitivity import rank_nodes
 from edgekit.errors import InputError, ValidationError
 from edgekit.fidelity import fidelity_metrics, parse_fidelity
@@ -71,7 +72,7 @@ def references(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str,
      ("max_abs<=1e-2", "max_abs", "<=", 0.01), ("min_cosine>0.9", "min_cosine", ">", 0.9)],
 )  # fmt: skip
 def test_fidelity_expressions_parse(expr, metric, op, value):
-    goal = parse_fidelity(expr)
+    (goal,) = parse_fidelity(expr).targets
     assert (goal.metric, goal.op, goal.threshold) == (metric, op, value)
 
 
@@ -108,8 +109,9 @@ def test_auto_keeps_the_sensitive_layer_in_float_and_records_every_candidate(tmp
     options = AutoOptions(parse_fidelity("cosine>=0.95"), ("onnxruntime", "openvino"), latency=FAST)
     result = auto_quantize(src, work, data, refs, data.calibration[0], options, lambda _: None)
     rows = {(r["target"], r["scheme"]): r for r in result.candidates}
+    nncf = {("openvino", "int8-nncf")} if nncf_available() else set()
     assert set(rows) == {("onnxruntime", "fp32"), ("onnxruntime", "int8-dynamic"), ("onnxruntime", "int8"),
-                         ("openvino", "fp32"), ("openvino", "int8")}  # fmt: skip
+                         ("openvino", "fp32"), ("openvino", "int8"), *nncf}  # fmt: skip
     for row in rows.values():
         assert row["latency"]["p50_ms"] > 0 and "cosine" in row["fidelity"]
     for key in [("onnxruntime", "int8"), ("openvino", "int8"), ("onnxruntime", "int8-dynamic")]:
@@ -152,3 +154,26 @@ def test_cli_auto_on_an_onnx_model(tmp_path, mlp_onnx):
     chosen = [r for r in stage["metrics"]["candidates"] if r.get("chosen")]
     assert len(chosen) == 1 and manifest["variants"]["onnxruntime"] == (chosen[0]["file"] or "model.onnx")
     assert {r["scheme"] for r in stage["metrics"]["candidates"]} == {"fp32", "int8-dynamic", "int8"}
+
+
+def test_auto_takes_a_candidate_only_when_the_lower_bound_of_its_mean_clears_the_goal(tmp_path):
+    """A goal between a candidate's lower confidence bound and its mean: the mean alone would pass it, auto must
+    not, and searches on (keeping nodes in float) instead."""
+    src = outlier_model(tmp_path / "m.onnx")
+    data = load_calibration(samples(60), SPECS, CalibrationOptions(holdout=20))
+    refs = references(src, data.heldout)
+    from edgekit.fidelity import run_all
+    from edgekit.runtimes.loading import load, model_ref
+
+    plain = quantize_model(src, tmp_path / "d.onnx", QuantizeOptions(mode="int8-dynamic"), data.calibration)
+    with load(model_ref(plain.path), target="onnxruntime") as session:
+        measured = fidelity_metrics(refs, run_all(session.run, data.heldout))
+    threshold = (measured["cosine"] + measured["cosine_lcb"]) / 2
+    assert parse_fidelity(f"cosine>={threshold}").met(measured)  # the mean alone passes
+    work = tmp_path / "work"
+    work.mkdir()
+    options = AutoOptions(parse_fidelity(f"cosine>={threshold}"), ("onnxruntime",), latency=FAST)
+    result = auto_quantize(src, work, data, refs, data.calibration[0], options, lambda _: None)
+    first = next(s for s in result.search["int8-dynamic"] if s["kept_float"] == 0)
+    assert first["fidelity"]["onnxruntime"]["cosine"] == pytest.approx(measured["cosine"])
+    assert len(result.search["int8-dynamic"]) > 1  # not taken as it was: the search went on

@@ -139,6 +139,17 @@ def test_unwritable_npz_output(artifact, tmp_path):
     assert_one_line_error(edgekit("run", artifact, "--output", blocker / "y.npz"), 2, "cannot write")
 
 
+def test_a_directory_as_npz_output_is_refused_before_the_run(artifact, tmp_path):
+    result = edgekit("run", artifact, "--output", tmp_path, "--target", "openvino")
+    assert_one_line_error(result, 2, "is a directory", str(tmp_path))
+    assert "ms" not in result.stdout  # refused before anything ran
+
+
+def test_feeds_too_large_for_memory_are_refused_before_allocation(artifact):
+    result = edgekit("run", artifact, "--dim", "batch=1000000000")
+    assert_one_line_error(result, 2, "'x'", "[1000000000, 16] float32", "GiB of memory is available")
+
+
 @pytest.mark.parametrize(
     ("source", "needle"),
     [

@@ -215,6 +215,22 @@ def test_sentence_embeddings_distill_with_cosine_and_a_projection(sentence_feeds
     assert len({f["input_ids"].shape[1] for f in sentence_feeds}) > 5  # lengths really varied: batches were padded
 
 
+def test_early_stopping_can_judge_neighbours_of_sentence_embeddings(sentence_feeds: list) -> None:
+    torch.manual_seed(0)
+    teacher, student = BagEncoder(32), BagEncoder(32)
+    options = DistillOptions(loss="cosine", metric="recall@10", lr=5e-2, epochs=2, batch_size=16, patience=2, **QUIET)
+    result = distill(student, teacher, sentence_feeds[:200], sentence_feeds[200:], options)
+    assert result.metric == "recall@10"
+    for e in result.evals:  # every evaluation measures the whole held-out set, not a batch of it
+        assert e["retrieval_texts"] == 40 and e["fidelity"] == e["recall@10"] and -1 <= e["spearman"] <= 1
+    assert result.best_fidelity > result.initial_fidelity  # training moved the student's neighbours to the teacher's
+    with pytest.raises(InputError, match="recall@10 needs at least 11 held-back texts"):
+        distill(BagEncoder(32), teacher, sentence_feeds[:200], sentence_feeds[200:208], options)
+    with pytest.raises(InputError, match="metric spearman does not apply to loss kl"):
+        distill(BagEncoder(32), teacher, sentence_feeds[:200], sentence_feeds[200:], replace(options, loss="kl",
+                metric="spearman"))  # fmt: skip
+
+
 def test_padding_never_changes_a_token_level_loss(sentence_feeds: list) -> None:
     torch.manual_seed(0)
     teacher, student = BagEncoder(8, pooled=False), BagEncoder(8, pooled=False)

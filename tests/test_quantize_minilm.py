@@ -35,8 +35,13 @@ def test_qdq_weights_are_symmetric_per_channel_and_the_model_checks(minilm_int8)
     model = onnx.load(str(path))
     init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     weight_dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in init]
-    assert len(weight_dqs) == 36  # every Linear of the 6 layers: q, k, v, out, up, down
-    for n in weight_dqs:
+    gathered = {i for n in model.graph.node if n.op_type == "Gather" for i in n.input}
+    tables = [n for n in weight_dqs if n.output[0] in gathered]
+    linears = [n for n in weight_dqs if n.output[0] not in gathered]
+    assert len(tables) == 3  # word, position and token-type embeddings, in 8 bits (most of the file)
+    assert path.stat().st_size < 25e6 < (minilm_int8 / "model.onnx").stat().st_size
+    assert len(linears) == 36  # every Linear of the 6 layers: q, k, v, out, up, down
+    for n in linears:
         q, scale, zero = init[n.input[0]], init[n.input[1]], init[n.input[2]]
         assert q.dtype == np.int8 and zero.dtype == np.int8 and not zero.any(), n.name
         assert scale.shape == (q.shape[1],) and np.abs(q).max() <= 127, n.name

@@ -3,8 +3,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.errors import InputError
-from edgekit.specs import TensorSpec, canonical_dtype, parse_dim_sizes, parse_spec, random_feeds
+from edgekit.errors import FeedError, InputError
+from edgekit.specs import (
+    TensorSpec,
+    available_memory_bytes,
+    canonical_dtype,
+    check_feeds_fit_memory,
+    parse_dim_sizes,
+    parse_spec,
+    random_feeds,
+)
 
 
 def test_parse_spec_mixes_fixed_and_symbolic_dims():
@@ -65,3 +73,14 @@ def test_feed_checks_are_public_and_match_what_a_session_says():
     check_feeds_fit(specs, good)
     with pytest.raises(FeedError, match="dim 'seq' is 6 but input 'ids'"):
         check_feeds_fit(specs, {**good, "mask": np.ones((2, 6), np.int64)})
+
+
+def test_feeds_beyond_available_memory_fail_before_allocating():
+    available = available_memory_bytes()
+    assert available is not None and available > 0  # Linux CI: /proc/meminfo
+    specs = [TensorSpec("ids", "int64", ("batch", "seq")), TensorSpec("x", "float16", ("batch", 4))]
+    rows = available // 8 + 1  # one int64 input alone is just over what is available
+    with pytest.raises(FeedError, match=r"'ids' alone is \[\d+, 1\] int64") as err:
+        random_feeds(specs, {"batch": rows, "seq": 1})
+    assert "GiB of memory is available" in str(err.value)
+    check_feeds_fit_memory({"x": ((rows // 2,), np.dtype("int64"))})  # half of it passes the check

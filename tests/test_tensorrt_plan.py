@@ -349,7 +349,8 @@ def test_graph_and_requested_precision_names() -> None:
     assert prec.normalize_precision(None) is None
     assert prec.normalize_precision("Half") == "fp16"
     assert prec.normalize_precision("bfloat16") == "bf16"
-    with pytest.raises(InputError, match="expected one of: fp32, fp16, bf16, int8"):
+    assert prec.normalize_precision("TF32") == "tf32"
+    with pytest.raises(InputError, match="expected one of: fp32, tf32, fp16, bf16, int8"):
         prec.normalize_precision("int4")
 
 
@@ -358,6 +359,44 @@ def test_effective_precision_reports_builder_flags_over_the_graph() -> None:
     assert prec.effective_precision("fp32", ("FP16",)) == "fp16"
     assert prec.effective_precision("fp32", ("BF16",)) == "bf16"
     assert prec.effective_precision("int8-qdq", ("FP16", "INT8")) == "int8-qdq"
+
+
+@pytest.mark.parametrize(
+    ("major", "requested", "graph", "flags", "cleared", "reported"),
+    [
+        (10, None, "fp32", (), ("TF32",), "fp32"),
+        (10, "fp32", "fp32", (), ("TF32",), "fp32"),
+        (10, "tf32", "fp32", ("TF32",), (), "tf32"),
+        (11, None, "fp32", (), ("TF32",), "fp32"),
+        (11, "tf32", "fp32", ("TF32",), (), "tf32"),
+        (10, "fp16", "fp32", ("FP16",), ("TF32",), "fp16"),
+        (10, None, "int8-qdq", (), ("TF32",), "int8-qdq"),
+        (11, None, "fp16", (), ("TF32",), "fp16"),
+    ],
+)
+def test_precision_plan_decides_tf32_flags_and_report_together(
+    major: int, requested: str | None, graph: str, flags: tuple[str, ...], cleared: tuple[str, ...], reported: str
+) -> None:
+    """Guards finding 7.1: TF32 is cleared unless asked for, and the report follows the same decision."""
+    decided = prec.precision_plan(major, requested, model_precision=graph, compute_capability=(8, 0))
+    assert decided.builder_flags == flags and decided.cleared_flags == cleared and decided.reported == reported
+    assert decided.tf32 is ("TF32" in flags)
+
+
+def test_precision_plan_tf32_needs_an_fp32_graph_and_ampere() -> None:
+    with pytest.raises(InputError, match="'tf32' applies to fp32 graphs; this graph is fp16"):
+        prec.precision_plan(10, "tf32", model_precision="fp16")
+    old_gpu = prec.precision_plan(10, "tf32", model_precision="fp32", compute_capability=(7, 5))
+    assert old_gpu.tf32 and old_gpu.reported == "fp32"  # no TF32 units before compute capability 8.0
+    with pytest.raises(InputError, match="not an ONNX graph precision"):
+        prec.graph_precision("tf32")
+
+
+def test_precision_plan_falls_back_where_trt10_predates_strong_typing() -> None:
+    decided = prec.precision_plan(10, None, model_precision="fp16", can_type_strongly=False)
+    assert decided.network_flags == () and decided.builder_flags == ("FP16",)
+    with pytest.raises(InputError, match="STRONGLY_TYPED networks"):
+        prec.precision_plan(10, None, model_precision="fp16", strongly_typed=True, can_type_strongly=False)
 
 
 # -- options, device, parser errors -----------------------------------------------------------------------
@@ -373,7 +412,7 @@ def test_parse_options_defaults_and_values() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"workspace": 1}, "unknown tensorrt option 'workspace'; accepted options: workspace_bytes, profile, dims"),
+        ({"workspace": 1}, "tensorrt: unknown option 'workspace'; accepted: workspace_bytes, profile, dims"),
         ({"workspace_bytes": 0}, "workspace_bytes must be a positive integer"),
         ({"workspace_bytes": True}, "workspace_bytes must be a positive integer"),
         ({"strongly_typed": "yes"}, "strongly_typed must be true or false"),

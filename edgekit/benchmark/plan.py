@@ -124,7 +124,7 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     """``NAME=D0xD1...`` (``input_ids=1x128``; a symbolic dim by name also works: ``seq=128``)."""
     name, sep, dims = text.partition("=")
     parts = [p for p in re.split(r"[x,]", dims.strip().lower())] if sep else []
-    if not name.strip() or not parts or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+    if not name.strip() or not parts or not all(re.fullmatch(r"[0-9]+", p.strip()) and int(p) > 0 for p in parts):
         raise InputError(f"bad --shape {text!r}; expected NAME=D0xD1... with positive sizes, e.g. input_ids=1x128")
     return name.strip(), tuple(int(p) for p in parts)
 
@@ -132,7 +132,7 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
 def parse_batches(text: str) -> tuple[int, ...]:
     """``--batch 1,8`` -> ``(1, 8)``."""
     items = [p.strip() for p in str(text).split(",") if p.strip()]
-    if not items or not all(p.isdigit() and int(p) > 0 for p in items):
+    if not items or not all(re.fullmatch(r"[0-9]+", p) and int(p) > 0 for p in items):
         raise InputError(f"bad --batch {text!r}; expected positive integers such as 1 or 1,8")
     return tuple(dict.fromkeys(int(p) for p in items))
 

@@ -23,12 +23,13 @@ LATENCY_COLUMNS = ("model", "target", "batch", "p50 ms", "p90 ms", "p99 ms", "me
                    "speedup", "status")  # fmt: skip
 START_COLUMNS = ("model", "target", "load ms", "1st run ms", "cache cold→warm ms", "peak RSS", "model size",
                  "device/providers")  # fmt: skip
-FIDELITY_COLUMNS = ("model", "target", "precision", "reference", "min cosine", "max abs", "rel err", "top-1",
-                    "in tol")  # fmt: skip
+FIDELITY_COLUMNS = ("model", "target", "precision", "reference", "min cosine", "recall@10", "spearman", "max abs",
+                    "rel err", "top-1", "in tol")  # fmt: skip
 # Terminal headers: short, so three tables fit an 80-column terminal (Markdown keeps the long ones).
 _SHORT = {"1st run ms": "1st ms", "cache cold→warm ms": "cache c→w ms", "peak RSS": "RSS", "model size": "size",
           "device/providers": "device", "precision": "prec", "reference": "ref", "min cosine": "cosine"}  # fmt: skip
-_NUMERIC = ("ms", "std", "CV", "/s", "speedup", "batch", "RSS", "size", "cosine", "abs", "err", "top-1")
+_NUMERIC = ("ms", "std", "CV", "/s", "speedup", "batch", "RSS", "size", "cosine", "abs", "err", "top-1", "recall",
+            "spearman")  # fmt: skip
 
 
 def _f(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
@@ -99,9 +100,19 @@ def fidelity_cells(r: TargetResult) -> list[str]:
     ok = "-" if not fid else ("yes" if fid.get("passed") else "NO")
     return [
         r.model_name, r.target, (r.session or {}).get("precision", "-"), fid.get("reference", "-"),
-        _f(fid.get("min_cosine"), ".6f"), _f(fid.get("max_abs"), ".3g"), _f(fid.get("rel_l2"), ".3g"),
+        _f(fid.get("min_cosine"), ".6f"), *_retrieval_cells(fid), _f(fid.get("max_abs"), ".3g"),
+        _f(fid.get("rel_l2"), ".3g"),
         _f(fid.get("top1_agreement"), ".0%"), ok,
     ]  # fmt: skip
+
+
+def _retrieval_cells(fid: dict) -> list[str]:
+    """recall@10 and spearman; over fewer than RETRIEVAL_MIN_TEXTS texts they are coarse, so the count is shown."""
+    from edgekit.retrieval import RETRIEVAL_MIN_TEXTS
+
+    n = fid.get("retrieval_texts")
+    note = f" (n={n})" if n is not None and n < RETRIEVAL_MIN_TEXTS else ""
+    return [_f(fid.get("recall@10"), ".3f", note), _f(fid.get("spearman"), ".4f", note)]
 
 
 SECTIONS: tuple[tuple[str, tuple[str, ...], Callable[[TargetResult], list[str]]], ...] = (
@@ -127,8 +138,14 @@ def method_lines(report: BenchReport) -> list[str]:
 
 
 def _terminal_hidden(report: BenchReport) -> set[str]:
-    """Columns left to the files on a terminal, so the tables fit: mean ± std, and items/s outside throughput."""
-    return {"mean ± std"} | ({"items/s"} if report.method["mode"] == "latency" else set())
+    """Columns left to the files on a terminal, so the tables fit: mean ± std, items/s outside throughput, and
+    recall@10/spearman when no model has an embedding output measured over a set of texts."""
+    retrieval = any((r.fidelity or {}).get("recall@10") is not None for r in report.results)
+    return (
+        {"mean ± std"}
+        | ({"items/s"} if report.method["mode"] == "latency" else set())
+        | (set() if retrieval else {"recall@10", "spearman"})
+    )
 
 
 def tables(report: BenchReport, *, with_warnings: bool = True) -> list[RenderableType]:
@@ -179,7 +196,8 @@ def csv_text(report: BenchReport) -> str:
               "backend_version", "n", "min_ms", "mean_ms", "std_ms", "cv", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
               "max_ms", "items_per_s", "speedup_p50", "speedup_p90", "load_ms", "first_inference_ms",
               "cache_cold_load_ms", "cache_warm_load_ms", "peak_rss_bytes", "model_bytes", "fidelity_reference",
-              "fidelity_passed", "min_cosine", "max_abs", "rel_l2", "top1_agreement"]  # fmt: skip
+              "fidelity_passed", "min_cosine", "recall_at_10", "spearman", "retrieval_texts", "max_abs", "rel_l2",
+              "top1_agreement"]  # fmt: skip
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for r in report.results:
@@ -198,7 +216,8 @@ def csv_text(report: BenchReport) -> str:
             "cache_cold_load_ms": cache.get("cold_load_ms"), "cache_warm_load_ms": cache.get("warm_load_ms"),
             "peak_rss_bytes": d["memory"]["peak_rss_bytes"], "model_bytes": r.model_bytes,
             "fidelity_reference": fid.get("reference"), "fidelity_passed": fid.get("passed"),
-            "min_cosine": fid.get("min_cosine"), "max_abs": fid.get("max_abs"), "rel_l2": fid.get("rel_l2"),
+            "min_cosine": fid.get("min_cosine"), "recall_at_10": fid.get("recall@10"), "spearman": fid.get("spearman"),
+            "retrieval_texts": fid.get("retrieval_texts"), "max_abs": fid.get("max_abs"), "rel_l2": fid.get("rel_l2"),
             "top1_agreement": fid.get("top1_agreement"),
         })  # fmt: skip
     return buf.getvalue()

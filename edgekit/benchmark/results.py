@@ -63,8 +63,10 @@ edgekit bench JSON (schema "edgekit.bench/1"). Times are milliseconds unless the
                  min_cosine, mean_cosine} (null: that bound does not apply), "passed": bool, "min_cosine",
                  "max_abs", "rel_l2" (worst sample's ||got-ref||/||ref||),
                  "top1_agreement" (outputs of kind "classifier" in the manifest, else null),
+                 "recall@10", "spearman" (outputs of kind "embedding", over "retrieval_texts" texts: for a text
+                 artifact 256 generated held-back sentences; null where not measured),
                  "outputs": {name: {max_abs, rel_l2, max_rel (max|got-ref|/max|ref|), mean_cosine, min_cosine,
-                             top1_agreement, passed}}},
+                             top1_agreement, recall@10, spearman, retrieval_texts, passed}}},
     "rounds": [{"round": int, "pid": int, "ok": bool, "error": str | null, "samples_ms": [float, ...] (every sample),
                 "latency_ms": {...} | null, "load_ms", "first_inference_ms", "import_ms", "elapsed_s",
                 "peak_rss_bytes", "rss_after_import_bytes", "throughput": {...} | null}]

@@ -23,6 +23,7 @@ from edgekit.benchmark.fidelity import fidelity_report
 from edgekit.benchmark.plan import BASELINES, BenchConfig, ModelPlan, plan_models, resolve_targets, torch_available
 from edgekit.benchmark.results import BenchReport, RoundResult, TargetResult
 from edgekit.benchmark.stats import HIGH_CV, paired_ratio
+from edgekit.benchmark.texts import text_fidelity_feeds
 from edgekit.fidelity import output_kinds
 from edgekit.runtimes import DEFAULT_TARGET, runtime_capabilities
 from edgekit.runtimes.base import RuntimeCapabilities
@@ -165,8 +166,10 @@ def _build_rows(plans: list[ModelPlan], targets: list[str], config: BenchConfig,
                     row.outputs_path = work / f"out_m{m}_{target}.npz"
                     row.request["fidelity_feeds"] = str(work / f"m{m}_fidelity.npz")
                 rows.append(row)
-        if config.fidelity:
-            fid = random_feeds(plan.ref.inputs, plan.fidelity_dims, seed=config.seed + 1, int_range=plan.int_ranges)
+        if config.fidelity:  # a text-embedding artifact is judged on generated held-back sentences, others on noise
+            fid = text_fidelity_feeds(plan) or random_feeds(
+                plan.ref.inputs, plan.fidelity_dims, seed=config.seed + 1, int_range=plan.int_ranges
+            )
             np.savez(work / f"m{m}_fidelity.npz", **fid)
     return rows
 

@@ -61,7 +61,7 @@ def _import_runtime(target: str) -> None:
     """Import the runtime package before the load timer starts: import time is not compile time."""
     from edgekit.runtimes import runtime_entry, session_class
 
-    session_class(target)
+    session_class(target).import_backend()
     for module in runtime_entry(target).requires:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)

@@ -7,6 +7,7 @@ command that needs them. No library module imports this package.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import typer
@@ -42,8 +43,25 @@ for _name, _command in COMMANDS.items():
 
 
 def main() -> None:
-    """Console-script entry point (``edgekit`` and ``python -m edgekit``)."""
-    app()
+    """Console-script entry point (``edgekit`` and ``python -m edgekit``).
+
+    Usage errors (an unknown option, a value of the wrong type, a missing argument) are one ``error:`` line
+    and exit 2 like every other bad input, instead of click's usage box; ``--help`` shows the usage.
+    """
+    from typer.exceptions import TyperException  # the base of the click exceptions typer carries
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.stderr.write("error: aborted\n")
+        raise SystemExit(130) from None
+    except TyperException as exc:
+        message, ctx = exc.format_message(), getattr(exc, "ctx", None)  # type: ignore[attr-defined]
+        if message:  # none after the help that a bare ``edgekit`` prints
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            sys.stderr.write(f"error: {message}{hint}\n")
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["COMMANDS", "app", "main"]

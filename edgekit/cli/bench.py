@@ -98,17 +98,10 @@ def bench_command(
 
 def _check_output(path: Path | None, what: str) -> None:
     """Fail on an unwritable report path now, not after minutes of measuring."""
-    from edgekit.errors import OutputError
+    from edgekit.staging import check_writable_file
 
-    if path is None:
-        return
-    if path.is_dir():
-        raise OutputError(f"{what} path is a directory: {path}")
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {what} {path}: {parent} is not a directory")
+    if path is not None:
+        check_writable_file(path, what)
 
 
 def _print_report(report: BenchReport) -> None:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from edgekit.cli._common import out, print_json, shape_text, status
+from edgekit.retrieval import RETRIEVAL_MIN_TEXTS
 
 if TYPE_CHECKING:
     from edgekit.artifact import Manifest, Stage
@@ -76,9 +77,9 @@ def convert_command(
     from edgekit.converters.compress import compress_request
     from edgekit.converters.pipeline import convert
     from edgekit.fidelity import parse_output_kinds
-    from edgekit.specs import parse_dim_sizes, parse_spec
+    from edgekit.specs import parse_dim_sizes, parse_specs
 
-    specs = [parse_spec(s) for s in inputs]
+    specs = parse_specs(inputs)
     sizes = parse_dim_sizes(dims)
     kinds = parse_output_kinds(output_kind)
     shrink = compress_request(
@@ -128,23 +129,32 @@ def _print_convert_summary(manifest: Manifest, output: Path) -> None:
 
 def _print_variants(manifest: Manifest, stage: Stage) -> None:
     """Each target's model, and for ``auto`` every candidate with its fidelity and latency."""
-    table = Table(title="variants")
-    for col in ("target", "file", "precision"):
+    held = stage.metrics.get("heldout_fidelity") or {}
+    table = Table(title="variants" + (" (fidelity on held-back samples)" if held else ""))
+    for col in ("target", "file", "precision", *(("cosine", "min cosine", "recall@10", "spearman") if held else ())):
         table.add_column(col)
     for t, f in manifest.variants.items():
-        table.add_row(t, f, manifest.variant_precisions.get(f, "-"))
+        fid = held.get(t)
+        table.add_row(t, f, manifest.variant_precisions.get(f, "-"), *(_fidelity_cells(fid) if fid else ()))
     out.print(table)
     rows = stage.metrics.get("candidates", [])
     if not rows:
         return
     cand = Table(title=f"auto candidates (goal {stage.metrics.get('goal')})")
-    for col in ("target", "scheme", "kept float", "cosine", "min cosine", "meets", "p50 ms", "vs fp32", "chosen"):
+    for col in ("target", "scheme", "kept float", "cosine", "min cosine", "recall@10", "spearman", "meets", "p50 ms",
+                "vs fp32", "chosen"):  # fmt: skip
         cand.add_column(col)
     for r in rows:
-        f = r["fidelity"]
         cand.add_row(
-            r["target"], r["scheme"], str(len(r["excluded_nodes"])), f"{f.get('cosine', float('nan')):.5f}",
-            f"{f.get('min_cosine', float('nan')):.5f}", "yes" if r["meets"] else "no",
+            r["target"], r["scheme"], str(len(r["excluded_nodes"])), *_fidelity_cells(r["fidelity"]),
+            "yes" if r["meets"] else "no",
             f"{r['latency']['p50_ms']:.2f}", f"{r['speedup_vs_fp32']:.2f}x", "*" if r.get("chosen") else "",
         )  # fmt: skip
     out.print(cand)
+
+
+def _fidelity_cells(f: dict) -> list[str]:
+    """cosine, min cosine, recall@10 and spearman ("-" where not measured: not an embedding, or too few texts)."""
+    n = f.get("retrieval_texts")
+    cells = [f"{f[k]:.5f}" if f.get(k) is not None else "-" for k in ("cosine", "min_cosine", "recall@10", "spearman")]
+    return cells if n is None or n >= RETRIEVAL_MIN_TEXTS else [*cells[:2], *(f"{c} (n={n})" for c in cells[2:])]

@@ -117,5 +117,9 @@ def _print_summary(done: DistillFilesResult, as_json: bool) -> None:
         teacher = f"; teacher {r.teacher_accuracy:.4f}" if r.teacher_accuracy is not None else ""
         out.print(f"validation {r.metric} ({r.val_samples} samples): {r.initial_fidelity:.4f} before -> "
                   f"{r.best_fidelity:.4f} best (step {r.best_step}){teacher}", soft_wrap=True)  # fmt: skip
+    best = next((e for e in r.evals if e["step"] == r.best_step and "recall@10" in e), None)
+    if best is not None:  # sentence embeddings: do the student's neighbours stay the teacher's?
+        out.print(f"at the best step: recall@10 {best['recall@10']:.4f}, spearman {best.get('spearman', 0):.4f} "
+                  f"over {best['retrieval_texts']} validation texts", soft_wrap=True)  # fmt: skip
     for note in r.notes:
         out.print(f"note: {note}", soft_wrap=True)

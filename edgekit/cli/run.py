@@ -29,10 +29,18 @@ def run_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Run a model once on a target and show (or save) its outputs."""
+    from edgekit.errors import InputError
     from edgekit.runtimes.oneshot import run_once
     from edgekit.specs import parse_dim_sizes
+    from edgekit.staging import check_writable_file
 
     files, sizes = feed_files_from(inputs), parse_dim_sizes(dims)
+    if files and sizes:
+        raise InputError("--dim sizes random inputs; with --input files the shapes come from the files")
+    if output is not None:
+        check_writable_file(output)
+        if output.suffix.lower() != ".npz":
+            raise InputError(f"--output {output} should end in .npz (the outputs are saved as an .npz archive)")
     result = run_once(model, target, files, dims=sizes, seed=seed, device=device, threads=threads, precision=precision)
     if output is not None:
         result.write_npz(output)
@@ -53,6 +61,8 @@ def feed_files_from(items: list[str]) -> dict[str, Path]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise InputError(f"bad --input {item!r}; expected NAME=FILE.npy")
+        if name in files:
+            raise InputError(f"--input {name} is given twice")
         files[name] = Path(path)
     return files
 

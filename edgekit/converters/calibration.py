@@ -66,6 +66,8 @@ def check_source_exists(source: CalibSource | None) -> None:
     """Fail fast, before export, when a calibration path does not exist."""
     if isinstance(source, str | os.PathLike) and not Path(source).exists():
         raise InputError(f"calibration data not found: {source}")
+    if isinstance(source, str | os.PathLike) and not (Path(source).is_file() or Path(source).is_dir()):
+        raise InputError(f"calibration data {source} is not a regular file or a directory")
 
 
 def load_calibration(

@@ -76,6 +76,9 @@ class RuntimeCapabilities:
     compile_cache: str | None = None  # what its compile cache is called ("OpenVINO CACHE_DIR"); None: none
     caches_by_default: bool = False  # writes a persistent cache even when no cache_dir is given (TensorRT)
     throughput_options: Mapping[str, Any] = field(default_factory=dict)  # load options that suit throughput
+    # its INT8 takes zero point 0 only (TensorRT's explicit quantization): static INT8 for it needs symmetric
+    # int8 activations, which CPU runtimes run slower and less faithfully than uint8 ones
+    int8_symmetric_only: bool = False
 
     @property
     def has_compile_cache(self) -> bool:
@@ -166,6 +169,12 @@ class Session(ABC):
 
     def _close(self) -> None:  # noqa: B027 - a no-op default backends override when they hold resources
         """Release backend resources."""
+
+    @classmethod
+    def import_backend(cls) -> None:
+        """Import the runtime's package as loading a model would (the bench does it before it times a load);
+        a backend whose import needs care (OpenVINO's telemetry) overrides this."""
+        return None
 
     @classmethod
     def probe(cls) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.artifact import atomic_write
+from edgekit.errors import InputError
 from edgekit.runtimes import DEFAULT_TARGET
 from edgekit.runtimes.base import ModelRef, SessionInfo
 from edgekit.runtimes.loading import load, model_ref
@@ -22,6 +23,11 @@ def random_feeds_for(ref: ModelRef, dims: Mapping[str, int] | None = None, *, se
     An artifact of a text model records its token-id range, so random ids stay inside the vocabulary and the
     run exercises the model as real text would.
     """
+    symbols = {d for s in ref.inputs for d in s.shape if isinstance(d, str)}
+    unknown = sorted(set(dims or {}) - symbols)
+    if unknown:
+        known = ", ".join(sorted(symbols)) or "none: every dim is fixed"
+        raise InputError(f"the model has no dim {unknown[0]!r} (its symbolic dims: {known})")
     manifest = ref.manifest
     ranges = dict(manifest.int_ranges) if manifest is not None else {}
     recorded = dict(manifest.dynamic_dims) if manifest is not None else {}
@@ -59,6 +65,8 @@ def run_once(
     (:func:`random_feeds_for`, sized by ``dims``), so any model can be tried on a device with nothing but the
     artifact. One call is a smoke test, not a measurement: ``edgekit.bench`` is the measurement.
     """
+    if seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {seed}")
     ref = model if isinstance(model, ModelRef) else model_ref(model, target)
     given = dict(feeds or {})
     files = read_feed_files({k: v for k, v in given.items() if isinstance(v, str | Path)})

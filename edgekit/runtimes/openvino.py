@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -36,11 +37,25 @@ _VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 
 
 @cache
-def shared_core() -> Any:
-    """One ``ov.Core`` per process: creating it costs tens of milliseconds and it holds the plugins."""
+def openvino_module() -> Any:
+    """``import openvino``, without the usage report it sends over the network on import.
+
+    ``import openvino`` imports its model converter, which through ``openvino_telemetry`` sends a "general
+    import" event to Google Analytics (and writes a client id under the home directory) unless the user opted
+    out beforehand. edgekit promises no network at run time, so unless the application imported
+    ``openvino_telemetry`` itself first, it is made unimportable for this process: OpenVINO then uses its own
+    built-in no-op stub, the path it takes when the package is not installed. (``tests/test_no_network.py``.)
+    """
+    sys.modules.setdefault("openvino_telemetry", None)  # a None entry: "not importable"
     import openvino as ov
 
-    return ov.Core()
+    return ov
+
+
+@cache
+def shared_core() -> Any:
+    """One ``ov.Core`` per process: creating it costs tens of milliseconds and it holds the plugins."""
+    return openvino_module().Core()
 
 
 def device_name(device: str | None, available: list[str]) -> str:
@@ -96,8 +111,7 @@ class OpenVINOSession(Session):
     )
 
     def _load(self) -> None:
-        import openvino as ov
-
+        ov = openvino_module()
         core = shared_core()
         self._device = device_name(self.config.device, list(core.available_devices))
         cache_dir = str(self.config.cache_dir) if self.config.cache_dir is not None else None
@@ -207,8 +221,7 @@ class OpenVINOSession(Session):
 
     def _async_queue(self) -> Any:
         if self._queue is None:
-            import openvino as ov
-
+            ov = openvino_module()
             jobs = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
             self._queue = ov.AsyncInferQueue(self._compiled, max(jobs, 1))
             latencies, clock = self._latencies, time.perf_counter_ns
@@ -250,9 +263,12 @@ class OpenVINOSession(Session):
         self._compiled = None
 
     @classmethod
-    def probe(cls) -> dict[str, Any]:
-        import openvino as ov
+    def import_backend(cls) -> None:
+        openvino_module()
 
+    @classmethod
+    def probe(cls) -> dict[str, Any]:
+        ov = openvino_module()
         core = shared_core()
         devices = list(core.available_devices)
         notes = []

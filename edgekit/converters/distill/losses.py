@@ -18,6 +18,7 @@ from edgekit.converters.distill.data import Batch, describe_feeds
 from edgekit.converters.torch_io import call_args, flatten_outputs
 from edgekit.errors import InputError, one_line
 from edgekit.fidelity import cosines, top1_matches
+from edgekit.retrieval import retrieval_metrics
 
 OUTPUT_KEY = "output"
 
@@ -204,3 +205,21 @@ def fidelity_sums(
         cos = torch.from_numpy(cosines(t, s)).unsqueeze(-1)
         sums["cosine"] = per_sample_mean(cos, weights).sum()
     return sums
+
+
+def retrieval_fidelity(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], rows: Sequence[int], n: int, total: Any, ks: Sequence[int]
+) -> dict[str, float]:
+    """recall@k and spearman of sentence embeddings (2-D ``[batch, dim]`` outputs, teacher first) over the whole
+    validation set, from the fidelity core, so early stopping can judge what search sees.
+
+    Each process holds the rows of its shard (``rows``, in order); placing them at their indices in a zero matrix
+    and summing over processes (``total``) gathers the whole set with the one collective the trainer has."""
+    if not pairs or pairs[0][0].ndim != 2:
+        return {}
+    teacher, student = (torch.cat([p[i].detach() for p in pairs]).to(torch.float64).cpu() for i in (0, 1))
+    full = torch.zeros((2, n, teacher.shape[1]), dtype=torch.float64)
+    index = torch.as_tensor(list(rows), dtype=torch.long)
+    full[0, index], full[1, index] = teacher, student
+    full = total(full)
+    return retrieval_metrics(full[0].numpy(), full[1].numpy(), ks)

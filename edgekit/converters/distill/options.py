@@ -7,14 +7,15 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from edgekit.errors import InputError
+from edgekit.retrieval import recall_k
 
 if TYPE_CHECKING:
     import torch
 
 Loss = Literal["kl", "mse", "cosine"]
-Metric = Literal["auto", "accuracy", "agreement", "cosine"]
+Metric = Literal["auto", "accuracy", "agreement", "cosine", "spearman", "recall@10"]  # and recall@K for any K
 LOSSES = ("kl", "mse", "cosine")
-METRICS = ("auto", "accuracy", "agreement", "cosine")
+METRICS = ("auto", "accuracy", "agreement", "cosine", "spearman", "recall@10")
 SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -53,7 +54,8 @@ class DistillOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple((str(s), str(t)) for s, t in self.features))
         _check_choice("loss", self.loss, LOSSES)
-        _check_choice("metric", self.metric, METRICS)
+        if recall_k(self.metric) is None:
+            _check_choice("metric", self.metric, METRICS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("feature loss", self.feature_loss, ("mse", "cosine"))
         for name in ("lr", "temperature", "batch_size", "epochs", "checkpoint_every"):
@@ -92,7 +94,7 @@ class DistillResult:
     projections: torch.nn.Module  # learned projections (features, outputs); empty when none were configured
     history: list[dict[str, float]]  # one record per step: step, loss, lr
     evals: list[dict[str, float]]  # one record per evaluation: step, fidelity, and every metric computed
-    metric: str  # what fidelity means: accuracy, agreement or cosine ("" without validation data)
+    metric: str  # what fidelity means: accuracy, agreement, cosine, spearman or recall@K ("" without validation data)
     steps: int  # optimizer steps done, resumed ones included
     total_steps: int
     best_step: int | None = None

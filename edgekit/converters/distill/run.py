@@ -101,10 +101,9 @@ def distill_files(
 
 
 def _check_output(path: Path) -> None:
-    from edgekit.errors import OutputError
+    from edgekit.staging import check_writable_file
 
-    if path.is_dir():
-        raise OutputError(f"output path is a directory: {path}")
+    check_writable_file(path)
     if path.suffix.lower() not in (".pt", ".pth"):
         raise InputError(f"output {path} should end in .pt (it holds the student's state_dict)")
 

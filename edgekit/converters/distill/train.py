@@ -39,6 +39,7 @@ from edgekit.converters.distill.losses import (
     output_loss,
     position_weights,
     projection_axis,
+    retrieval_fidelity,
     run_model,
 )
 from edgekit.converters.distill.options import DistillOptions, DistillResult
@@ -50,6 +51,7 @@ from edgekit.converters.distill.state import (
     save_atomically,
 )
 from edgekit.errors import InputError, one_line
+from edgekit.retrieval import check_enough_texts, is_retrieval_metric, recall_ks
 from edgekit.specs import TensorSpec
 
 METRIC_KEYS = ("accuracy", "agreement", "cosine", "teacher_accuracy")
@@ -138,8 +140,9 @@ class Trainer:
             metric = ("accuracy" if labeled else "agreement") if self.o.loss == "kl" else "cosine"
         if metric == "accuracy" and not labeled:
             raise InputError("metric accuracy needs validation data with labels")
-        if (metric == "cosine") != (self.o.loss != "kl"):
+        if (metric == "cosine" or is_retrieval_metric(metric)) != (self.o.loss != "kl"):
             raise InputError(f"metric {metric} does not apply to loss {self.o.loss}")
+        check_enough_texts(metric, len(self.val_rows))  # recall@10 of 8 validation texts: say so before training
         return metric
 
     def _probe(self, student: nn.Module) -> tuple[nn.ModuleDict, list[int]]:
@@ -282,6 +285,7 @@ class Trainer:
         size = self.o.eval_batch_size or self.o.batch_size
         idx = shard(len(self.val_rows), self.ctx.world, self.ctx.rank)
         totals = dict.fromkeys(("n", "loss", *METRIC_KEYS), 0.0)
+        embeddings: list[tuple[torch.Tensor, torch.Tensor]] = []  # (teacher, student), for the retrieval metrics
         with torch.no_grad():
             for k, start in enumerate(range(0, len(idx), size)):
                 batch = collate([self.val_rows[i] for i in idx[start : start + size]]).to(self.ctx.device)
@@ -292,16 +296,21 @@ class Trainer:
                 weights = position_weights(t_out, batch.feeds.get("attention_mask"))
                 totals["loss"] += float(output_loss(self.o.loss, s_out, t_out, batch.labels, self.o, weights).sum())
                 totals["n"] += batch.size
+                if self.o.loss != "kl":
+                    embeddings.append((t_out, s_out))
                 for key, value in fidelity_sums(s_out, t_out, batch.labels, weights, self.o.loss).items():
                     totals[key] += float(value)
         self.model.train()
         summed = self.ctx.sum(torch.tensor(list(totals.values()), dtype=torch.float64)).tolist()
-        self._record_eval(dict(zip(totals, summed, strict=True)))
+        ks = recall_ks([self.metric])
+        sets = retrieval_fidelity(embeddings, idx, len(self.val_rows), self.ctx.sum, ks) if self.o.loss != "kl" else {}
+        self._record_eval(dict(zip(totals, summed, strict=True)), sets)
 
-    def _record_eval(self, totals: dict[str, float]) -> None:
+    def _record_eval(self, totals: dict[str, float], retrieval: dict[str, float] | None = None) -> None:
         n = max(totals.pop("n"), 1.0)
         record = {"step": self.step, "val_loss": totals.pop("loss") / n}
         record.update({k: v / n for k, v in totals.items() if k in self._metric_names()})
+        record.update(retrieval or {})  # embeddings: recall@10, spearman and retrieval_texts over the whole set
         record["fidelity"] = record[self.metric]
         self.evals.append(record)
         if self.best is None or record["fidelity"] > self.best["value"] + self.o.min_delta:

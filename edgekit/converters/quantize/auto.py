@@ -5,7 +5,8 @@ Runtime's CPU provider, static QDQ for OpenVINO and TensorRT, FP16 for TensorRT)
 target on held-back samples gets a sensitivity search: the most sensitive quantized nodes are kept in float,
 1, 2, 4, ... of them (up to half), each step judged on the real outputs, until it meets the target. Latency is
 then measured on each target in fresh processes, candidates alternating, with the FP32 model as the baseline;
-the fastest candidate that meets the target wins (FP32 itself wins where no quantized model is faster). Every
+the fastest candidate that meets the target wins (FP32 itself wins where no quantized model is faster). A mean
+cosine target is met only when the 95% lower confidence bound of the mean over the held-back samples clears it. Every
 candidate's fidelity and latency is kept for the manifest. No quantized candidate meeting the target on a
 target is a :class:`ValidationError` carrying the best candidate's numbers.
 """
@@ -26,7 +27,7 @@ from edgekit.converters.calibration import CalibrationSet
 from edgekit.converters.quantize.model import quantize_model
 from edgekit.converters.quantize.options import QuantizeOptions, QuantizeResult
 from edgekit.errors import InputError, ValidationError
-from edgekit.fidelity import FidelityTarget, fidelity_metrics, parse_fidelity, run_all
+from edgekit.fidelity import FidelityGoal, fidelity_metrics, parse_fidelity, run_all
 from edgekit.runtimes import DEFAULT_TARGET
 
 Feeds = dict[str, np.ndarray]
@@ -35,9 +36,16 @@ BASELINE = "fp32"
 # schemes per target, in order of expected speed there
 CANDIDATES: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("int8-dynamic", "int8"),
-    "openvino": ("int8",),
+    "openvino": ("int8", "int8-nncf"),  # int8-nncf where NNCF is installed (the nncf extra)
     "tensorrt": ("int8-sym", "fp16"),
 }
+
+
+def candidates_for(target: str) -> tuple[str, ...]:
+    """The schemes ``auto`` tries on ``target`` here: its candidates whose engine is installed."""
+    from edgekit.converters.quantize.nncf_engine import nncf_available
+
+    return tuple(s for s in CANDIDATES[target] if s != "int8-nncf" or nncf_available())
 
 
 def default_auto_targets() -> list[str]:
@@ -53,12 +61,14 @@ def scheme_options(scheme: str, calibration: str) -> QuantizeOptions:
         return QuantizeOptions(mode="int8", calibration=calibration, activation_symmetric=True)
     if scheme == "int8":
         return QuantizeOptions(mode="int8", calibration=calibration)
+    if scheme == "int8-nncf":  # NNCF calibrates its own way (MinMax with its own range estimators)
+        return QuantizeOptions(mode="int8", engine="nncf")
     return QuantizeOptions(mode=scheme)
 
 
 @dataclass(frozen=True)
 class AutoOptions:
-    fidelity: FidelityTarget = field(default_factory=lambda: parse_fidelity("cosine>=0.99"))
+    fidelity: FidelityGoal = field(default_factory=lambda: parse_fidelity("cosine>=0.99"))
     targets: tuple[str, ...] = (DEFAULT_TARGET,)
     calibration: str = "minmax"
     latency: BenchConfig = CANDIDATE_TIMING  # how candidates are timed: the bench's method, shorter rounds
@@ -100,7 +110,8 @@ class _Context:
         from edgekit.runtimes.loading import load, model_ref
 
         with load(model_ref(path), target=target) as session:
-            return fidelity_metrics(self.refs, run_all(session.run, self.data.heldout), self.opts.output_kinds)
+            outputs = run_all(session.run, self.data.heldout)
+            return fidelity_metrics(self.refs, outputs, self.opts.output_kinds, self.opts.fidelity.recall_ks)
 
 
 def auto_quantize(
@@ -110,9 +121,11 @@ def auto_quantize(
     """Search candidates for every target in ``options.targets``; see the module docstring."""
     if not data.heldout:
         raise InputError("--quantize auto needs held-back samples: give at least 3 calibration samples")
+    options.fidelity.check_texts(len(data.heldout))
     ctx = _Context(base, work, data, references, options, say)
-    steps = {s: _search(ctx, s, [t for t in options.targets if s in CANDIDATES[t]]) for s in _schemes(options.targets)}
-    picks = {t: {s: _pick_step(steps[s], t, options.fidelity) for s in CANDIDATES[t]} for t in options.targets}
+    schemes = _schemes(options.targets)
+    steps = {s: _search(ctx, s, [t for t in options.targets if s in candidates_for(t)]) for s in schemes}
+    picks = {t: {s: _pick_step(steps[s], t, options.fidelity) for s in candidates_for(t)} for t in options.targets}
     baseline = {t: ctx.fidelity(base, t) for t in options.targets}
     latencies = _latencies(ctx, picks, latency_feeds)
     records, chosen, variants = [], {}, {}
@@ -126,8 +139,14 @@ def auto_quantize(
     return AutoResult(variants, records, chosen, search)
 
 
+def _meets(goal: FidelityGoal, metrics: Mapping[str, Any]) -> bool:
+    """Auto's judgement: a mean must clear the goal with its lower confidence bound, so that a candidate that
+    just scrapes past on the held-back samples (and would miss on other text) is not taken."""
+    return goal.met(metrics, conservative=True)
+
+
 def _schemes(targets: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(s for t in targets for s in CANDIDATES[t]))
+    return list(dict.fromkeys(s for t in targets for s in candidates_for(t)))
 
 
 def _search(ctx: _Context, scheme: str, targets: list[str]) -> list[Step]:
@@ -137,7 +156,7 @@ def _search(ctx: _Context, scheme: str, targets: list[str]) -> list[Step]:
     ctx.say(f"auto: quantizing {scheme}")
     first = quantize_model(ctx.base, ctx.work / f"{scheme}.0.onnx", opts, ctx.data.calibration, ranges=ranges)
     steps = [_judge(ctx, Step(scheme, [], first), targets)]
-    if all(ctx.opts.fidelity.met(steps[0].fidelity[t]) for t in targets) or opts.mode == "fp16":
+    if all(_meets(ctx.opts.fidelity, steps[0].fidelity[t]) for t in targets) or opts.mode == "fp16":
         return steps
     from edgekit.converters.quantize.sensitivity import rank_nodes
 
@@ -150,9 +169,9 @@ def _search(ctx: _Context, scheme: str, targets: list[str]) -> list[Step]:
         ctx.say(f"auto: {scheme} with the {k} most sensitive node(s) in float")
         dst = ctx.work / f"{scheme}.{k}.onnx"
         result = quantize_model(ctx.base, dst, opts.excluding(excluded), ctx.data.calibration, ranges=ranges)
-        pending = [t for t in targets if not any(ctx.opts.fidelity.met(s.fidelity.get(t, {})) for s in steps)]
+        pending = [t for t in targets if not any(_meets(ctx.opts.fidelity, s.fidelity.get(t, {})) for s in steps)]
         steps.append(_judge(ctx, Step(scheme, excluded, result), pending))
-        if all(any(ctx.opts.fidelity.met(s.fidelity.get(t, {})) for s in steps) for t in targets):
+        if all(any(_meets(ctx.opts.fidelity, s.fidelity.get(t, {})) for s in steps) for t in targets):
             break
         k *= 2
     return steps
@@ -164,11 +183,11 @@ def _judge(ctx: _Context, step: Step, targets: Sequence[str]) -> Step:
     return step
 
 
-def _pick_step(steps: list[Step], target: str, goal: FidelityTarget) -> Step:
+def _pick_step(steps: list[Step], target: str, goal: FidelityGoal) -> Step:
     """The first (least excluded, so fastest) step meeting the goal on ``target``, else the most faithful."""
     judged = [s for s in steps if target in s.fidelity]
     for s in judged:
-        if goal.met(s.fidelity[target]):
+        if _meets(goal, s.fidelity[target]):
             return s
     best = judged[0]
     for s in judged[1:]:
@@ -188,23 +207,23 @@ def _latencies(ctx: _Context, picks: Mapping[str, Mapping[str, Step]], feeds: Fe
     return out
 
 
-def _rows(target: str, picks: Mapping[str, Step], baseline: dict, lat: Mapping[str, Any], goal: FidelityTarget) -> list:
+def _rows(target: str, picks: Mapping[str, Step], baseline: dict, lat: Mapping[str, Any], goal: FidelityGoal) -> list:
     base_ms = lat[BASELINE].p50_ms
     rows = [{"target": target, "scheme": BASELINE, "file": None, "path": None, "excluded_nodes": [],
-             "fidelity": baseline, "meets": goal.met(baseline), "latency": lat[BASELINE].to_dict(),
+             "fidelity": baseline, "meets": _meets(goal, baseline), "latency": lat[BASELINE].to_dict(),
              "speedup_vs_fp32": 1.0}]  # fmt: skip
     for scheme, step in picks.items():
         fid = step.fidelity[target]
         rows.append({
             "target": target, "scheme": scheme, "file": step.result.path.name, "path": str(step.result.path),
             "precision": step.result.precision, "excluded_nodes": step.excluded, "fidelity": fid,
-            "meets": goal.met(fid), "latency": lat[scheme].to_dict(),
+            "meets": _meets(goal, fid), "latency": lat[scheme].to_dict(),
             "speedup_vs_fp32": round(base_ms / lat[scheme].p50_ms, 3) if lat[scheme].p50_ms else None,
         })  # fmt: skip
     return rows
 
 
-def _choose(target: str, rows: list[dict], goal: FidelityTarget) -> dict:
+def _choose(target: str, rows: list[dict], goal: FidelityGoal) -> dict:
     quantized = [r for r in rows if r["scheme"] != BASELINE]
     meeting = [r for r in quantized if r["meets"]]
     if not meeting:
@@ -214,7 +233,7 @@ def _choose(target: str, rows: list[dict], goal: FidelityTarget) -> dict:
                 best = r
         raise ValidationError(
             f"--quantize auto: no candidate meets {goal} on {target}; best was {best['scheme']} "
-            f"({goal.metric}={best['fidelity'].get(goal.metric, float('nan')):.5f} with "
+            f"({goal.values(best['fidelity'])} with "
             f"{len(best['excluded_nodes'])} node(s) kept in float, p50 {best['latency']['p50_ms']:.2f} ms)"
         )
     fastest = min([*meeting, rows[0]], key=lambda r: r["latency"]["p50_ms"])

@@ -4,8 +4,9 @@ Choices that keep embeddings faithful (measured on all-MiniLM-L6-v2, see ``bench
 
 - Weights are always per-channel and symmetric (zero point 0): what TensorRT's explicit quantization demands and
   what per-tensor dynamic quantization got wrong (cosine 0.95).
-- Only nodes with a constant weight are quantized (MatMul/Gemm/Conv); activation x activation MatMuls in
-  attention stay float.
+- Only nodes with a constant weight are quantized (MatMul/Gemm/Conv, and Gather's embedding tables, which are
+  most of a small transformer's file: MiniLM's variants shrink from 59 to 23 MB for a mean cosine 0.0004
+  lower); activation x activation MatMuls in attention stay float.
 - Static QDQ quantizes the *inputs* of MatMul/Gemm, not their outputs: ONNX Runtime then runs
   MatMulIntegerToFloat and no outlier-heavy pre-bias output is squeezed into 8 bits (cosine 0.93 -> 0.99).
   Conv outputs are quantized so ONNX Runtime can run QLinearConv.
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.converters.quantize.options import WEIGHT_OPS, QuantizeOptions, QuantizeResult
+from edgekit.converters.quantize.options import WEIGHT_OPS, QuantizeOptions, QuantizeResult, weight_input
 from edgekit.errors import InputError, RuntimeUnavailableError
 
 Feeds = dict[str, np.ndarray]
@@ -35,10 +36,12 @@ _CHUNK = 16  # calibration samples per collect call (bounds the memory of histog
 
 
 def weight_nodes(model: Any, op_types: Sequence[str] = WEIGHT_OPS) -> list[str]:
-    """Names of nodes of ``op_types`` whose second input is a constant weight: the ones worth quantizing."""
+    """Names of nodes of ``op_types`` whose weight input (a Gather's table, others' second input) is a constant:
+    the ones worth quantizing."""
     constants = {i.name for i in model.graph.initializer}
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    return [n.name for n in model.graph.node if n.op_type in op_types and len(n.input) > 1 and n.input[1] in constants]
+    return [n.name for n in model.graph.node if n.op_type in op_types and len(n.input) > 1
+            and n.input[weight_input(n.op_type)] in constants]  # fmt: skip
 
 
 def ensure_node_names(path: Path) -> bool:
@@ -74,6 +77,10 @@ def quantize_model(
     with _quiet_ort():
         if options.mode == "int8-dynamic":
             _dynamic(src, dst, options, nodes)
+        elif options.mode == "int8" and options.engine == "nncf":
+            from edgekit.converters.quantize.nncf_engine import quantize_with_nncf
+
+            quantize_with_nncf(src, dst, options, calibration)
         elif options.mode == "int8":
             _static(src, dst, options, nodes, calibration, ranges)
         else:

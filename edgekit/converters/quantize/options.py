@@ -12,15 +12,26 @@ from edgekit.errors import InputError
 MODES = ("int8-dynamic", "int8", "fp16")
 CLI_MODES = ("none", *MODES, "auto")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
+ENGINES = ("onnxruntime", "nncf")  # who quantizes static INT8: ONNX Runtime's quantize_static, or NNCF
+# ops with a constant weight worth storing in INT8; Gather is an embedding table (in MiniLM 47 of its 90 MB)
+WEIGHT_OPS = ("MatMul", "Gemm", "Conv", "Gather")
+_WEIGHT_INPUT = {"Gather": 0}  # which input holds the weight (the table); every other op's is input 1
+
+
+def weight_input(op_type: str) -> int:
+    """The index of the input that holds an op's constant weight."""
+    return _WEIGHT_INPUT.get(op_type, 1)
+
+
 # numerically fragile ops (reductions, exponentials, normalization) stay in fp32 in the FP16 variant
 FP16_KEEP_FP32 = ("LayerNormalization", "ReduceL2", "ReduceMean", "ReduceSum", "Softmax", "Erf", "Exp", "Pow", "Sqrt",
                   "Div", "Range", "Where", "IsNaN", "Clip", "BatchNormalization", "InstanceNormalization")  # fmt: skip
 
 
-def variant_file(mode: str) -> str:
-    """``model.int8.onnx``, ``model.int8-dynamic.onnx``, ``model.fp16.onnx``."""
-    return f"model.{mode}.onnx"
+def variant_file(mode: str, *, symmetric: bool = False) -> str:
+    """``model.int8.onnx``, ``model.int8-sym.onnx`` (symmetric activations), ``model.int8-dynamic.onnx``,
+    ``model.fp16.onnx``."""
+    return f"model.{mode}{'-sym' if symmetric else ''}.onnx"
 
 
 @dataclass(frozen=True)
@@ -34,14 +45,19 @@ class QuantizeOptions:
     reduce_range: bool = False
     op_types: tuple[str, ...] = WEIGHT_OPS
     nodes_to_exclude: tuple[str, ...] = ()
-    output_quant_ops: tuple[str, ...] = ("Conv",)
+    # Conv: so ONNX Runtime runs QLinearConv. Gather: with a Q after it ONNX Runtime gathers int8 rows instead
+    # of dequantizing the whole table on every run
+    output_quant_ops: tuple[str, ...] = ("Conv", "Gather")
     percentile: float = 99.999
     smoothquant_alpha: float | None = None
     fp16_keep: tuple[str, ...] = FP16_KEEP_FP32
+    engine: str = "onnxruntime"  # static INT8 only; see ENGINES
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InputError(f"unknown quantization mode {self.mode!r}; expected one of: {', '.join(MODES)}")
+        if self.engine not in ENGINES or (self.engine != "onnxruntime" and self.mode != "int8"):
+            raise InputError(f"quantization engine {self.engine!r} is not one of {', '.join(ENGINES)} for {self.mode}")
         if self.calibration not in CALIBRATION_METHODS:
             raise InputError(
                 f"unknown calibration method {self.calibration!r}; expected {', '.join(CALIBRATION_METHODS)}"

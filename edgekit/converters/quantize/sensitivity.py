@@ -29,7 +29,9 @@ def rank_nodes(float_path: Path, quantized_path: Path, nodes: Sequence[str], sam
     model = onnx.load(str(float_path))
     by_name = {n.name: n for n in model.graph.node}
     weights = {i.name: i for i in model.graph.initializer}
-    chosen = [by_name[n] for n in nodes if n in by_name and by_name[n].input[1] in weights]
+    # embedding tables (Gather) are not ranked: their rows are looked up, not multiplied, and they cost little
+    chosen = [by_name[n] for n in nodes if n in by_name and by_name[n].op_type != "Gather"
+              and by_name[n].input[1] in weights]  # fmt: skip
     qparams = _activation_qparams(onnx.load(str(quantized_path)))
     activations = _float_activations(model, sorted({n.input[0] for n in chosen}), samples)
     ranking = []

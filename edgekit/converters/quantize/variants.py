@@ -28,7 +28,8 @@ from edgekit.converters.quantize.model import ensure_node_names, quantize_model
 from edgekit.converters.quantize.options import CALIBRATION_METHODS, CLI_MODES, QuantizeOptions, variant_file
 from edgekit.converters.validate import Case, TargetReport, check_session, require_passed
 from edgekit.errors import InputError, ValidationError
-from edgekit.fidelity import FidelityTarget, fidelity_metrics, parse_fidelity, run_all
+from edgekit.fidelity import FidelityGoal, fidelity_metrics, parse_fidelity, run_all
+from edgekit.retrieval import DEFAULT_K
 from edgekit.runtimes import DEFAULT_TARGET
 from edgekit.specs import TensorSpec
 
@@ -71,7 +72,7 @@ class QuantizeRequest:
         return self.mode != "none"
 
     @property
-    def goal(self) -> FidelityTarget | None:
+    def goal(self) -> FidelityGoal | None:
         if self.fidelity is not None:
             return parse_fidelity(self.fidelity)
         return parse_fidelity("cosine>=0.99") if self.mode == "auto" else None
@@ -107,6 +108,8 @@ def build_variants(
     base = artifact / MODEL_NAME
     ensure_node_names(base)
     data = _calibration(request, inputs, tokenizer, max_length, say)
+    if data is not None and request.goal is not None:
+        request.goal.check_texts(len(data.heldout))  # recall@10 of 8 held-back texts: say so before quantizing
     refs = [reference(f) for f in data.heldout] if data is not None else []
     params: dict[str, Any] = {
         "mode": request.mode,
@@ -144,22 +147,47 @@ def _single(
     artifact: Path, base: Path, request: QuantizeRequest, data: CalibrationSet | None, refs: list,
     kinds: Mapping[str, str], say: ProgressFn,
 ) -> tuple[dict[str, str], dict[str, Any]]:  # fmt: skip
-    options = QuantizeOptions(mode=request.mode, calibration=request.calibration)
-    say(f"quantizing ({request.mode})")
-    result = quantize_model(base, artifact / variant_file(request.mode), options, data.calibration if data else ())
-    targets = request.variant_targets()
-    metrics: dict[str, Any] = {"result": result.summary()}
-    if data is not None and data.heldout:
-        fid = {t: _heldout_fidelity(result.path, t, data.heldout, refs, kinds) for t in targets}
-        metrics["heldout_fidelity"] = fid
-        goal = request.goal
-        for t, m in fid.items():
-            if goal is not None and not goal.met(m):
-                raise ValidationError(
-                    f"{request.mode} model misses {goal} on {t}: {goal.metric}={m.get(goal.metric, float('nan')):.5f}"
-                    f" on {m['samples']} held-back samples"
-                )
-    return dict.fromkeys(targets, result.path.name), metrics
+    """One scheme for every target; static INT8 gets one file per activation scheme the targets take."""
+    variants: dict[str, str] = {}
+    metrics: dict[str, Any] = {}
+    for options, targets in scheme_groups(request).items():
+        file = variant_file(options.mode, symmetric=options.activation_symmetric)
+        say(f"quantizing ({request.mode}{', symmetric activations' if options.activation_symmetric else ''})")
+        result = quantize_model(base, artifact / file, options, data.calibration if data else ())
+        metrics.setdefault("results", {})[file] = result.summary()
+        if data is not None and data.heldout:
+            ks = request.goal.recall_ks if request.goal is not None else (DEFAULT_K,)
+            fid = {t: _heldout_fidelity(result.path, t, data.heldout, refs, kinds, ks) for t in targets}
+            metrics.setdefault("heldout_fidelity", {}).update(fid)
+            _require_goal(request, fid)
+        variants.update(dict.fromkeys(targets, file))
+    return variants, metrics
+
+
+def scheme_groups(request: QuantizeRequest) -> dict[QuantizeOptions, list[str]]:
+    """The options each target's variant is made with, and the targets that share them.
+
+    Static INT8 activations are uint8 with a zero point (what CPU runtimes run fastest and most faithfully)
+    except for targets whose INT8 takes zero point 0 only (``int8_symmetric_only``, TensorRT): those get a
+    second model with symmetric int8 activations. Other modes are one model for all.
+    """
+    from edgekit.runtimes import runtime_capabilities
+
+    groups: dict[QuantizeOptions, list[str]] = {}
+    for target in request.variant_targets():
+        symmetric = request.mode == "int8" and runtime_capabilities(target).int8_symmetric_only
+        options = QuantizeOptions(mode=request.mode, calibration=request.calibration, activation_symmetric=symmetric)
+        groups.setdefault(options, []).append(target)
+    return groups
+
+
+def _require_goal(request: QuantizeRequest, fidelity: Mapping[str, Mapping[str, float]]) -> None:
+    goal = request.goal
+    for t, m in fidelity.items():
+        if goal is not None and not goal.met(m):
+            raise ValidationError(
+                f"{request.mode} model misses {goal} on {t}: {goal.values(m)} on {m['samples']} held-back samples"
+            )
 
 
 def _auto(
@@ -184,12 +212,14 @@ def latency_feeds(data: CalibrationSet) -> Feeds:
 
 
 def _heldout_fidelity(
-    path: Path, target: str, heldout: Sequence[Feeds], refs: Sequence[dict], kinds: Mapping[str, str]
-) -> dict[str, float]:
+    path: Path, target: str, heldout: Sequence[Feeds], refs: Sequence[dict], kinds: Mapping[str, str],
+    ks: Sequence[int],
+) -> dict[str, float]:  # fmt: skip
+    """Fidelity on the held-back samples; for embedding outputs recall@k and spearman over all of them."""
     from edgekit.runtimes.loading import load, model_ref
 
     with load(model_ref(path), target=target) as session:
-        return fidelity_metrics(refs, run_all(session.run, heldout), kinds)
+        return fidelity_metrics(refs, run_all(session.run, heldout), kinds, ks)
 
 
 def _gate(

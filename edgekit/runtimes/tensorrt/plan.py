@@ -36,7 +36,8 @@ BATCH_SYMBOLS: frozenset[str] = frozenset({"batch", "batch_size"})
 DEFAULT_BATCH_RANGE: DimRange = (1, 1, 32)
 DEFAULT_DIM_RANGE: DimRange = (1, 128, 512)
 DEFAULT_WORKSPACE_BYTES = 1 << 30  # 1 GiB: enough for small and mid-size models; TensorRT uses less if it can
-PLAN_FORMAT = 1  # bump when what goes into a plan changes in a way the key does not capture
+PLAN_FORMAT = 2  # bump when what goes into a plan changes in a way the key does not capture
+# 2: TF32 is cleared unless asked for; format-1 "fp32" plans were built with TensorRT's default TF32 on
 
 # ---------------------------------------------------------------------------------------------- profile
 
@@ -219,10 +220,13 @@ class TensorRTOptions:
 
 
 def parse_options(options: Mapping[str, Any]) -> TensorRTOptions:
-    """Check option keys and value types; unknown keys are an InputError listing the accepted ones."""
+    """Check option keys and value types; unknown keys are an InputError listing the accepted ones.
+
+    The message has the shape every runtime uses (``<target>: unknown option 'x'; accepted: ...``), which the
+    conformance suite checks."""
     unknown = sorted(set(options) - set(OPTION_KEYS))
     if unknown:
-        raise InputError(f"unknown tensorrt option {unknown[0]!r}; accepted options: {', '.join(OPTION_KEYS)}")
+        raise InputError(f"tensorrt: unknown option {unknown[0]!r}; accepted: {', '.join(OPTION_KEYS)}")
     workspace = options.get("workspace_bytes", DEFAULT_WORKSPACE_BYTES)
     if isinstance(workspace, bool) or not isinstance(workspace, int) or workspace < 1:
         raise InputError(f"workspace_bytes must be a positive integer, got {workspace!r}")

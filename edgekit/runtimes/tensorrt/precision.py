@@ -5,12 +5,18 @@ Flag facts (TensorRT docs, REFERENCE.md): ``EXPLICIT_BATCH`` is ignored from Ten
 so it is never set. TensorRT 10 builds weakly typed networks unless ``STRONGLY_TYPED`` is set and accepts
 the FP16/BF16/INT8 builder flags; TensorRT 11 networks are always strongly typed and those flags are
 gone, so precision must already be in the ONNX graph (Cast nodes for FP16, Q/DQ pairs for INT8).
+
+TF32 is different: ``BuilderFlag.TF32`` exists on 10 and 11 and is ON by default, so an "fp32" engine on an
+Ampere or newer GPU multiplies with 10-bit mantissas unless the flag is cleared. edgekit clears it unless the
+caller asks for ``precision="tf32"``, and :func:`precision_plan` makes the flags a build sets and clears and
+the precision a session reports one decision, so the fidelity gate judges what really runs.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -120,8 +126,9 @@ def network_flags_for(major: int, strongly_typed: bool) -> tuple[str, ...]:
     return ("STRONGLY_TYPED",) if strongly_typed else ()
 
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-_PRECISION_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
+_PRECISION_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16", "tensorfloat32": "tf32"}
+TF32_MIN_COMPUTE_CAPABILITY = (8, 0)  # Ampere: older GPUs have no TF32 units and run FLOAT layers in fp32
 
 
 def normalize_precision(precision: str | None) -> str | None:
@@ -146,7 +153,10 @@ def graph_precision(model_precision: str) -> str:
         return "int8"
     if key in ("fp8", "fp8-qdq"):
         raise InputError("FP8 Q/DQ graphs are not supported by edgekit's TensorRT runtime yet; use int8 Q/DQ")
-    return normalize_precision(key) or "fp32"
+    graph = normalize_precision(key) or "fp32"
+    if graph == "tf32":  # a way to compute fp32 layers, never a type an ONNX graph carries
+        raise InputError(f"model precision {model_precision!r} is not an ONNX graph precision; fp32 graphs run as tf32")
+    return graph
 
 
 def _graph_only_error(major: int, graph: str, want: str, typed_10: bool) -> InputError:
@@ -195,3 +205,60 @@ def effective_precision(model_precision: str, flags: Sequence[str]) -> str:
     if "BF16" in flags and "INT8" not in flags:
         return "bf16"
     return model_precision
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """One decision for one engine: flags set and cleared at build time, and the precision reports state.
+
+    Kept as one value so the build config and ``SessionInfo.precision`` can never disagree.
+    """
+
+    builder_flags: tuple[str, ...]  # BuilderFlag names to set
+    cleared_flags: tuple[str, ...]  # BuilderFlag names to clear (TF32 unless asked: TensorRT sets it by default)
+    network_flags: tuple[str, ...]  # NetworkDefinitionCreationFlag names
+    reported: str  # what the engine computes in, for SessionInfo.precision and the fidelity gate
+
+    @property
+    def tf32(self) -> bool:
+        return "TF32" in self.builder_flags
+
+
+def _typed_for(major: int, requested: bool | None, graph: str, want: str | None, can_type_strongly: bool) -> bool:
+    """Strong typing after :func:`resolve_strongly_typed`, falling back on a TensorRT 10 that predates it."""
+    typed = resolve_strongly_typed(major, requested, graph, want)
+    if typed and major < 11 and not can_type_strongly:
+        if requested:
+            raise InputError("strongly_typed needs a TensorRT with STRONGLY_TYPED networks (10.12 or newer)")
+        return False  # this TensorRT 10 predates strong typing: fall back to builder flags
+    return typed
+
+
+def precision_plan(
+    major: int,
+    requested: str | None,
+    *,
+    model_precision: str,
+    strongly_typed: bool | None = None,
+    can_type_strongly: bool = True,
+    compute_capability: tuple[int, int] = TF32_MIN_COMPUTE_CAPABILITY,
+) -> PrecisionPlan:
+    """The flags and reported precision for a ``model_precision`` graph when ``requested`` is asked for.
+
+    ``tf32`` is accepted for fp32 graphs only and sets ``BuilderFlag.TF32``; anything else clears it, so fp32
+    means fp32. It is reported as ``tf32`` only on GPUs that have TF32 (compute capability 8.0 and newer).
+    """
+    graph = graph_precision(model_precision)
+    want = normalize_precision(requested)
+    if want == "tf32" and graph != "fp32":
+        raise InputError(f"precision 'tf32' applies to fp32 graphs; this graph is {graph}: load the fp32 model")
+    tf32 = want == "tf32"
+    typed = _typed_for(major, strongly_typed, graph, None if tf32 else want, can_type_strongly)
+    flags = builder_precision_flags(major, None if tf32 else want, graph=graph, strongly_typed=typed)
+    has_tf32 = tuple(compute_capability) >= TF32_MIN_COMPUTE_CAPABILITY
+    return PrecisionPlan(
+        builder_flags=(*flags, "TF32") if tf32 else flags,
+        cleared_flags=() if tf32 else ("TF32",),
+        network_flags=network_flags_for(major, typed),
+        reported="tf32" if tf32 and has_tf32 else effective_precision(model_precision, flags),
+    )
