@@ -123,6 +123,7 @@ def test_a_progress_bar_on_a_terminal_unless_quiet(minilm_artifact, tmp_path):
         (["{texts}", "-o", "{tmp}/v.npy", "--batch-size", "0"], None, ["batch_size must be a positive integer"]),
         (["{texts}", "-o", "{tmp}/v.npy", "--max-length", "1"], None, ["max_length must be"]),
         (["{texts}", "-o", "{tmp}/v.npy", "-t", "nosuchruntime"], None, ["nosuchruntime"]),
+        (["{texts}", "-o", "{texts}/v.npy"], None, ["is not a directory"]),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_exit_2_and_nothing_written(minilm_artifact, texts_file, tmp_path, args, stdin, needles):

@@ -21,7 +21,7 @@ import numpy as np
 from edgekit.errors import InputError
 from edgekit.runtimes import DEFAULT_TARGET
 from edgekit.runtimes.embedder import Embedder
-from edgekit.staging import atomic_write
+from edgekit.staging import atomic_write, check_writable_file
 
 __all__ = ["OUTPUT_SUFFIXES", "EmbedFileResult", "embed_file", "read_texts", "write_vectors"]
 
@@ -128,6 +128,5 @@ def _output_suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise InputError(f"output {path} must end in {' or '.join(OUTPUT_SUFFIXES)} (got {suffix or 'no suffix'})")
-    if path.is_dir():
-        raise InputError(f"output {path} is a directory")
+    check_writable_file(path)  # a directory, or a file where its parent should be: before the model loads
     return suffix
