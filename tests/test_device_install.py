@@ -56,7 +56,8 @@ def _create(venv: Path, src: Path) -> float:
     done = venv / ".dependencies-installed"
     if done.is_file():
         return 0.0
-    shutil.rmtree(venv, ignore_errors=True)
+    for stale in venv.parent.glob("*") if venv.parent.is_dir() else ():  # kept for an older pyproject.toml
+        shutil.rmtree(stale, ignore_errors=True)
     start = time.perf_counter()
     made = _run([sys.executable, "-m", "venv", str(venv)])
     assert made.returncode == 0, made.stderr
