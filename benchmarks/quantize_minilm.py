@@ -31,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ROOT / "benchmarks" / "data" / "sentences.txt"
 GOAL = "cosine>=0.99"
+LATENCY_SEQ = 128  # tokens of the latency input: a fixed shape, so rounds and runs compare
 
 
 def main() -> int:
@@ -49,7 +50,7 @@ def main() -> int:
     heldout, long_text = _heldout(args.out / "auto")
     fidelity = _fidelity(source, args.out / "auto", models, heldout)
     feeds = args.out / "bench_feeds.npz"
-    np.savez(feeds, **_encode(args.out / "auto", [long_text]))
+    np.savez(feeds, **_encode(args.out / "auto", [long_text], max_length=LATENCY_SEQ))
     latency = _latency(source, models, feeds, args.rounds, args.duration)
     result = {"machine": _machine(), "goal": GOAL, "conversions": conversions, "heldout_sentences": len(heldout),
               "rounds": args.rounds, "duration_s": args.duration, "rows": _rows(models, fidelity, latency),
@@ -103,10 +104,11 @@ def _heldout(artifact: Path) -> tuple[list[str], str]:
     return sentences, " ".join(sentences)
 
 
-def _encode(artifact: Path, texts: list[str]) -> dict[str, np.ndarray]:
+def _encode(artifact: Path, texts: list[str], max_length: int | None = None) -> dict[str, np.ndarray]:
+    """Feeds for ``texts``, truncated where the model truncates (256 for MiniLM) unless ``max_length`` says."""
     from edgekit.text import TextEncoder
 
-    return TextEncoder.for_artifact(artifact, max_length=128).encode(texts)
+    return TextEncoder.for_artifact(artifact, max_length=max_length).encode(texts)
 
 
 def _fidelity(source: Path, artifact: Path, models: list[dict], sentences: list[str]) -> dict[str, dict]:

@@ -22,6 +22,7 @@ _LAZY: dict[str, str] = {
     "ExportOptions": "edgekit.converters.export",
     "QuantizeRequest": "edgekit.converters.quantize.variants",
     "CompressRequest": "edgekit.converters.compress",
+    "Embedder": "edgekit.runtimes.embedder",
 }
 _ERRORS = (
     "EdgekitError",
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from edgekit.errors import *  # noqa: F403
     from edgekit.runtimes import available_targets as available_targets
     from edgekit.runtimes.base import Session as Session
+    from edgekit.runtimes.embedder import Embedder as Embedder
     from edgekit.runtimes.loading import load as load
     from edgekit.specs import TensorSpec as TensorSpec
 

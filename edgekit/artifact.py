@@ -54,6 +54,15 @@ class Source(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)  # what the loader learned: architecture, HF config
 
 
+class TextFacts(BaseModel):
+    """How a text model's input is made, decided at convert time from the source's own configuration, so a
+    device tokenizes exactly as the source did (``edgekit.text``)."""
+
+    max_length: int | None = None  # tokens per text, specials included (sentence-transformers' max_seq_length)
+    max_length_from: str = ""  # the file and key it was read from
+    lowercase: bool = False  # the source lowercases texts before tokenizing (sentence-transformers do_lower_case)
+
+
 # keys that older artifacts kept under ``extras`` before they became typed fields
 _LEGACY_EXTRAS = ("int_ranges", "source")
 
@@ -85,6 +94,7 @@ class Manifest(BaseModel):
     # valid inclusive [low, high] of each integer input (token ids within the vocabulary, masks 1): random
     # feeds for timing and checks stay inside what the model was exported for
     int_ranges: dict[str, tuple[int, int]] = Field(default_factory=dict)
+    text: TextFacts | None = None  # a model with a tokenizer; None in artifacts from before edgekit recorded it
     extras: dict[str, Any] = Field(default_factory=dict)  # anything not (yet) a field of its own
 
     @field_validator("validation")

@@ -184,3 +184,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The same line at the end, where ``-q`` (which hides the header) and failure reports still show it."""
     terminalreporter.write_line(_cpu_line())
+
+
+@pytest.fixture(scope="session")
+def minilm_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 (the bundled sentence-transformers directory) converted once for the whole run, gated on
+    ONNX Runtime and OpenVINO (about 10-30 s). Tests that change an artifact copy it first."""
+    import edgekit
+    from edgekit.sources import bundled_minilm_dir
+
+    out = tmp_path_factory.mktemp("minilm") / "artifact"
+    edgekit.convert(bundled_minilm_dir(), out, validate_targets=["openvino"])
+    return out

@@ -153,3 +153,17 @@ def test_split_is_deterministic_and_keeps_two_thirds_for_calibration():
     assert len(held) == 3 and sorted(calib + held) == list(range(10))
     assert split_indices(10, 100, 3) == (calib, held)
     assert split_indices(2, 100, 0) == ([0, 1], [])
+
+
+def test_text_calibration_tokenizes_at_the_models_own_length(tmp_path):
+    """MiniLM reads 256 tokens (its sentence_bert_config.json), so packed calibration samples reach past 128."""
+    from edgekit.sources import bundled_minilm_dir
+
+    sentences = Path(__file__).parents[1] / "benchmarks" / "data" / "sentences.txt"
+    cs = load_calibration(sentences, TEXT, CalibrationOptions(samples=40, holdout=8),
+                          tokenizer=bundled_minilm_dir() / "tokenizer.json")  # fmt: skip
+    lengths = [f["input_ids"].shape[1] for f in cs.calibration]
+    assert cs.details["max_length"] == 256 and 128 < max(lengths) <= 256
+    given = load_calibration(sentences, TEXT, CalibrationOptions(samples=40, holdout=8, max_length=64),
+                             tokenizer=bundled_minilm_dir() / "tokenizer.json")  # fmt: skip
+    assert given.details["max_length"] == 64 and max(f["input_ids"].shape[1] for f in given.calibration) == 64

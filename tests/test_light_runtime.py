@@ -1,5 +1,7 @@
-"""The device-side path stays light: `import edgekit` pulls in no heavy runtime, and running an ONNX model
-works on a machine where torch cannot be imported at all."""
+"""The device-side path stays light: `import edgekit` pulls in no heavy runtime, and running an ONNX model or
+embedding text works on a machine where torch and transformers cannot be imported at all.
+
+(``tests/test_device_install.py`` proves the same in a virtualenv that never installed them.)"""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ HEAVY = ("torch", "openvino", "tensorrt", "onnxruntime", "transformers")
         "import edgekit; edgekit.load; edgekit.Session; edgekit.Manifest; import edgekit.runtimes.loading",
         "import edgekit.runtimes.openvino, edgekit.runtimes.tensorrt, edgekit.fidelity, edgekit.text",
         "import edgekit.cli",
+        "import edgekit; edgekit.Embedder; import edgekit.runtimes.embedfile, edgekit.cli.embed",
     ],
 )
 def test_importing_the_device_side_imports_no_heavy_package(imports: str) -> None:
@@ -36,12 +39,14 @@ def test_importing_the_device_side_imports_no_heavy_package(imports: str) -> Non
 
 @pytest.fixture
 def no_torch_env(tmp_path: Path) -> dict[str, str]:
-    """An environment where `import torch` raises, as on a device that never installed it."""
-    blocker = tmp_path / "blocker" / "torch"
-    blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text("raise ImportError('torch is not installed on this device')\n")
+    """An environment where `import torch` and `import transformers` raise, as on a device that never
+    installed them."""
+    for name in ("torch", "transformers"):
+        blocker = tmp_path / "blocker" / name
+        blocker.mkdir(parents=True)
+        (blocker / "__init__.py").write_text(f"raise ImportError('{name} is not installed on this device')\n")
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(blocker.parent), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "blocker"), env.get("PYTHONPATH", "")])
     return env
 
 
@@ -73,3 +78,27 @@ def test_load_and_run_api_without_torch(mlp_onnx, no_torch_env):
     result = _python(code, env=no_torch_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.slow  # the MiniLM artifact (converted once per run)
+def test_embed_text_without_torch_or_transformers(minilm_artifact, no_torch_env, tmp_path):
+    code = (
+        "import sys, edgekit\n"
+        "for target, options in (('onnxruntime', {}), ('openvino', {'precision': 'f32'})):\n"
+        f"    with edgekit.Embedder({str(minilm_artifact)!r}, target=target, **options) as e:\n"
+        "        v = e.encode(['a sentence on a device', 'another, longer sentence ' * 40], batch_size=1)\n"
+        "        assert v.shape == (2, 384) and e.max_length == 256, (v.shape, e.max_length)\n"
+        "assert not {'torch', 'transformers', 'sentence_transformers'} & set(sys.modules)\n"
+        "print('ok')\n"
+    )
+    result = _python(code, env=no_torch_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    (tmp_path / "texts.txt").write_text("one\n\ntwo\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "edgekit", "embed", str(minilm_artifact), str(tmp_path / "texts.txt"),
+         "-o", str(tmp_path / "v.npy"), "--json"],
+        capture_output=True, text=True, env=no_torch_env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["count"] == 2

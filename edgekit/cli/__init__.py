@@ -16,6 +16,7 @@ from edgekit.cli._common import root, with_reported_errors
 from edgekit.cli.bench import bench_command
 from edgekit.cli.convert import convert_command
 from edgekit.cli.distill import distill_command
+from edgekit.cli.embed import embed_command
 from edgekit.cli.inspect import inspect_command
 from edgekit.cli.run import run_command
 from edgekit.cli.targets import targets_command
@@ -24,6 +25,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "targets": targets_command,
     "convert": convert_command,
     "run": run_command,
+    "embed": embed_command,
     "inspect": inspect_command,
     "bench": bench_command,
     "distill": distill_command,

@@ -36,14 +36,14 @@ class CalibrationOptions:
 
     samples: int = 200  # at most this many calibration samples
     holdout: int = 256  # at most this many held-back samples (never more than a third of the data)
-    max_length: int = 128  # tokens, for text
+    max_length: int | None = None  # tokens per text; None: the model's own (edgekit.text), as it will run
     pack_every: int = 4  # every Nth text calibration sample packs lines up to max_length
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.samples < 1:
             raise InputError(f"--calib-samples must be at least 1, got {self.samples}")
-        if self.holdout < 0 or self.max_length < 2 or self.pack_every < 1:
+        if self.holdout < 0 or (self.max_length is not None and self.max_length < 2) or self.pack_every < 1:
             raise InputError("calibration holdout, max_length and pack_every must be positive")
 
 
@@ -206,26 +206,28 @@ def _text_set(
     encoder = TextEncoder(tokenizer, inputs, max_length=options.max_length)
     calib_idx, held_idx = split_indices(len(lines), options.holdout, options.seed)
     calib_lines = [lines[i] for i in calib_idx]
-    texts = _packed(calib_lines, options, encoder)[: options.samples]
+    texts = _packed(calib_lines, options.pack_every, encoder)[: options.samples]
     calibration = [encoder.encode([t]) for t in texts]
     heldout = [encoder.encode([lines[i]]) for i in held_idx]
     for i, f in enumerate(calibration[:1] + heldout[:1]):
         check_feeds(f, inputs, f"tokenized calibration sample {i} ({path})")
     originals = set(calib_lines)
-    details = {"lines": len(lines), "packed_samples": sum(1 for t in texts if t not in originals)}
+    details = {"lines": len(lines), "packed_samples": sum(1 for t in texts if t not in originals),
+               "max_length": encoder.max_length}  # fmt: skip
     return CalibrationSet(calibration, heldout, str(path), "text", details)
 
 
-def _packed(lines: Sequence[str], options: CalibrationOptions, encoder: Any) -> list[str]:
-    """Lines in order; every ``pack_every``-th sample joins the following lines until it fills max_length."""
-    lengths = [next(iter(encoder.encode([ln]).values())).shape[1] for ln in lines]  # tokens, specials included
+def _packed(lines: Sequence[str], pack_every: int, encoder: Any) -> list[str]:
+    """Lines in order; every ``pack_every``-th sample joins the following lines until it fills the encoder's
+    max_length (the model's own: a long calibration text is as long as the model reads)."""
+    lengths = [len(e.ids) for e in encoder.encodings(lines)]  # tokens, specials included
     out: list[str] = []
     for i, line in enumerate(lines):
-        if i % options.pack_every != options.pack_every - 1:
+        if i % pack_every != pack_every - 1:
             out.append(line)
             continue
         parts, total, j = [line], lengths[i], i + 1
-        while j < len(lines) and total < options.max_length:
+        while j < len(lines) and total < encoder.max_length:
             parts.append(lines[j])
             total, j = total + lengths[j], j + 1
         out.append(" ".join(parts))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.artifact import MANIFEST_NAME, TOKENIZER_DIR, read_manifest
+from edgekit.artifact import MANIFEST_NAME, TOKENIZER_DIR, Manifest, TextFacts, read_manifest
 from edgekit.converters.calibration import find_tokenizer
 from edgekit.converters.validate import Case
 from edgekit.errors import ArtifactError
@@ -40,6 +40,8 @@ class OnnxSource:
     sha256: str
     int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     tokenizer: Path | None = None
+    text: TextFacts | None = None  # what the artifact the file sits in recorded about its text model
+    output_kinds: dict[str, str] = field(default_factory=dict)  # and what its outputs are (an embedding...)
 
 
 def load_onnx_source(path: Path) -> OnnxSource:
@@ -49,11 +51,22 @@ def load_onnx_source(path: Path) -> OnnxSource:
     proto = read_onnx(path)
     inputs, outputs = io_specs(proto)
     ranges: dict[str, tuple[int, int]] = {}
+    text: TextFacts | None = None
+    kinds: dict[str, str] = {}
     if (path.parent / MANIFEST_NAME).is_file():
-        with contextlib.suppress(ArtifactError):  # a damaged manifest next to the file only costs the ranges
-            ranges = read_manifest(path.parent).int_ranges
+        with contextlib.suppress(ArtifactError):  # a damaged manifest next to the file only costs these facts
+            manifest = read_manifest(path.parent)
+            ranges, text, kinds = manifest.int_ranges, _text_of(path.parent, manifest), dict(manifest.output_kinds)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return OnnxSource(path, inputs, outputs, opset_of(proto), digest, ranges, find_tokenizer(path.parent))
+    tokenizer = find_tokenizer(path.parent)
+    return OnnxSource(path, inputs, outputs, opset_of(proto), digest, ranges, tokenizer, text, kinds)
+
+
+def _text_of(directory: Path, manifest: Manifest) -> TextFacts | None:
+    """The artifact's text facts; for one written before they were recorded, found as its loader finds them."""
+    from edgekit.text import text_facts
+
+    return manifest.text or text_facts(directory, manifest.source.metadata)
 
 
 def copy_model(src: OnnxSource, dst: Path) -> None:

@@ -19,6 +19,7 @@ from edgekit.artifact import (
     Manifest,
     Source,
     Stage,
+    TextFacts,
     library_versions,
     platform_facts,
     staging_dir,
@@ -35,6 +36,7 @@ from edgekit.fidelity import TOLERANCES, output_kinds
 from edgekit.runtimes import DEFAULT_TARGET, session_class
 from edgekit.runtimes.base import ModelRef, SessionConfig
 from edgekit.specs import TensorSpec
+from edgekit.text import text_facts
 
 ProgressFn = Callable[[str], None]
 
@@ -157,12 +159,13 @@ def _convert_torch(
         for dest, src_file in src.extra_files.items():
             (tmp / dest).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src_file, tmp / dest)
+        text = text_facts(tmp, src.metadata)
         variants = None
         if job.request.active:
             from edgekit.converters.torch_io import run_torch
 
             variants = build_variants(tmp, job.request, plan.inputs, lambda f: run_torch(src.module, f, names),
-                                      cases, find_tokenizer(tmp), kinds, say)  # fmt: skip
+                                      cases, find_tokenizer(tmp), kinds, say, max_length_of(text))  # fmt: skip
         exported = Stage(
             name="export",
             params={"exporter": used, "opset": export.opset, "requested_exporter": export.exporter},
@@ -173,7 +176,7 @@ def _convert_torch(
             source=Source(kind=src.kind, ref=src.ref, sha256=src.sha256, metadata=src.metadata),
             inputs=[s.to_dict() for s in plan.inputs], outputs=[s.to_dict() for s in plan.outputs],
             output_kinds=kinds, precision="fp32", opset=export.opset, dynamic_dims=plan.dim_sizes,
-            stages=[*compress_stages, exported], validation=reports, int_ranges=plan.int_ranges,
+            stages=[*compress_stages, exported], validation=reports, int_ranges=plan.int_ranges, text=text,
         )  # fmt: skip
 
 
@@ -183,11 +186,12 @@ def _convert_onnx(path: Path, out: Path, job: _Job) -> Manifest:
     from edgekit.onnxfile import precision_of, read_onnx
 
     src = load_onnx_source(path)
-    kinds = _checked_kinds(src.outputs, {}, job)
+    kinds = _checked_kinds(src.outputs, src.output_kinds, job)
     with staging_dir(out, force=job.force) as tmp:
         model = tmp / MODEL_NAME
         copy_model(src, model)
         copy_tokenizer(src, tmp)
+        text = src.text or text_facts(tmp, {})
         precision = precision_of(read_onnx(model, check=False))
         if job.request.active and precision != "fp32":
             raise InputError(f"{path} is already {precision}; quantize its FP32 original instead")
@@ -198,13 +202,13 @@ def _convert_onnx(path: Path, out: Path, job: _Job) -> Manifest:
         variants = None
         if job.request.active:
             variants = build_variants(tmp, job.request, src.inputs, reference, cases, find_tokenizer(tmp), kinds,
-                                      job.say)  # fmt: skip
+                                      job.say, max_length_of(text))  # fmt: skip
         return _write_artifact(
             tmp, job.say, variants,
             source=Source(kind="onnx", ref=str(path.resolve()), sha256=src.sha256),
             inputs=[s.to_dict() for s in src.inputs], outputs=[s.to_dict() for s in src.outputs],
             output_kinds=kinds, precision=precision, opset=src.opset, stages=[], validation=reports,
-            int_ranges=src.int_ranges,
+            int_ranges=src.int_ranges, text=text,
         )  # fmt: skip
 
 
@@ -287,6 +291,11 @@ def _checked_kinds(outputs: Sequence[TensorSpec], declared: Mapping[str, str], j
     if job.request.goal is not None:
         job.request.goal.check_applies(kinds)
     return dict(kinds)
+
+
+def max_length_of(text: TextFacts | None) -> int | None:
+    """The tokens a text model reads, as recorded (None: not a text model, or the tokenizer's own files say)."""
+    return text.max_length if text is not None else None
 
 
 def _remove_model_files(path: Path) -> None:

@@ -23,6 +23,7 @@ TOKENIZER_FILES = (
     "spiece.model",
     "sentencepiece.bpe.model",
     "tokenizer.model",
+    "sentence_bert_config.json",  # max_seq_length: where a sentence-transformers model truncates (edgekit.text)
 )
 
 

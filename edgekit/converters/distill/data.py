@@ -255,9 +255,11 @@ def shard(n: int, world: int, rank: int) -> np.ndarray:
 
 
 def rows_from_path(
-    path: str | os.PathLike[str], specs: Sequence[TensorSpec], tokenizer: Path | None, max_length: int = 128
+    path: str | os.PathLike[str], specs: Sequence[TensorSpec], tokenizer: Path | None, max_length: int | None = None
 ) -> list[dict[str, np.ndarray]]:
     """Feeds from the same files calibration reads (.npz/.npy, a directory of them, text), nothing held back.
+
+    Text is truncated at ``max_length`` tokens, by default the model's own (from the files beside its tokenizer).
 
     An ``.npz`` with a ``labels`` array (int64 class indices, one per row) also gives labels.
     """
@@ -309,7 +311,7 @@ def load_pair_and_data(
     val_data: str | os.PathLike[str] | None,
     *,
     allow_pickle: bool,
-    max_length: int,
+    max_length: int | None = None,
 ) -> LoadedPair:
     """Both sources and their data: specs from the teacher's example inputs, text through its tokenizer."""
     from edgekit.sources import load_source

@@ -86,7 +86,7 @@ def distill_files(
     *,
     val_data: str | os.PathLike[str] | None = None,
     allow_pickle: bool = False,
-    max_length: int = 128,
+    max_length: int | None = None,
 ) -> DistillFilesResult:
     """``edgekit distill``: load both sources, read the data like calibration data, train, save the student's
     state_dict to ``output`` atomically (rank 0 only)."""

@@ -98,13 +98,16 @@ class VariantsResult:
 def build_variants(
     artifact: Path, request: QuantizeRequest, inputs: Sequence[TensorSpec], reference: Reference,
     gate_cases: Sequence[Case], tokenizer: Path | None, kinds: Mapping[str, str], say: ProgressFn,
+    max_length: int | None = None,
 ) -> VariantsResult:  # fmt: skip
     """Quantize the artifact's base model as requested, gate every variant, and describe it all as a Stage.
 
-    ``kinds`` says which outputs are classifiers, embeddings or plain tensors (what top-1 applies to)."""
+    ``kinds`` says which outputs are classifiers, embeddings or plain tensors (what top-1 applies to);
+    ``max_length`` is the tokens a text model reads (the manifest's), so text calibration and held-back
+    fidelity see the lengths the model will run at."""
     base = artifact / MODEL_NAME
     ensure_node_names(base)
-    data = _calibration(request, inputs, tokenizer, say)
+    data = _calibration(request, inputs, tokenizer, max_length, say)
     if data is not None and request.goal is not None:
         request.goal.check_texts(len(data.heldout))  # recall@10 of 8 held-back texts: say so before quantizing
     refs = [reference(f) for f in data.heldout] if data is not None else []
@@ -130,13 +133,14 @@ def build_variants(
 
 
 def _calibration(
-    request: QuantizeRequest, inputs: Sequence[TensorSpec], tokenizer: Path | None, say: ProgressFn
-) -> CalibrationSet | None:
+    request: QuantizeRequest, inputs: Sequence[TensorSpec], tokenizer: Path | None, max_length: int | None,
+    say: ProgressFn,
+) -> CalibrationSet | None:  # fmt: skip
     if request.calib_data is None:
         return None
     say("reading calibration data")
-    return load_calibration(request.calib_data, inputs, CalibrationOptions(samples=request.calib_samples),
-                            tokenizer=tokenizer)  # fmt: skip
+    options = CalibrationOptions(samples=request.calib_samples, max_length=max_length)
+    return load_calibration(request.calib_data, inputs, options, tokenizer=tokenizer)
 
 
 def _single(
