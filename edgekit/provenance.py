@@ -11,7 +11,10 @@ import hashlib
 import importlib.machinery
 import re
 import sys
+import zipfile
 from pathlib import Path
+
+from edgekit.errors import SourceError, one_line
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
@@ -19,6 +22,7 @@ _FILE_KINDS = ("exported_program", "torchscript", "pickle")
 _DIR_KINDS = ("huggingface", "sentence_transformers")
 # every kind of PyTorch source a loader records (an artifact converted from an ONNX file records "onnx")
 SOURCE_KINDS = ("python", *_FILE_KINDS, *_DIR_KINDS)
+_TORCH_FILE_SUFFIXES = {".pt", ".pth", ".pt2", ".ts", ".jit", ".bin", ".pkl", ".ckpt"}
 
 
 def split_factory(text: str) -> tuple[str, str] | None:
@@ -111,3 +115,36 @@ def source_sha256(kind: str, ref: str) -> str | None:
     if kind in SOURCE_KINDS:
         return file_sha256(where) if where.is_file() else None
     return None
+
+
+def file_kind(path: Path) -> str:
+    """The kind of a model file, from its suffix and header alone: nothing is loaded or unpickled."""
+    if path.suffix == ".py":
+        raise SourceError(f"{path} is a Python file: name the function that builds the model, e.g. {path}:make")
+    if zipfile.is_zipfile(path):
+        names = _zip_names(path)
+        if any(n.endswith("archive_format") or n.endswith("models/model.json") for n in names):
+            return "exported_program"
+        if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+            return "torchscript"
+        return "pickle"
+    if path.suffix == ".pt2":
+        return "exported_program"  # not a zip: loading reports it as corrupt
+    if path.suffix in _TORCH_FILE_SUFFIXES or _starts_like_pickle(path):
+        return "pickle"
+    raise SourceError(
+        f"{path} is not a model source: expected a .pt2/.pt/.pth file, a model directory or FILE.py:FUNCTION"
+    )
+
+
+def _zip_names(path: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise SourceError(f"cannot read {path}: {one_line(exc)}") from exc
+
+
+def _starts_like_pickle(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(1) == b"\x80"

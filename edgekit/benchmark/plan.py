@@ -251,7 +251,7 @@ def plan_model(
 def _torch_source(path: Path, ref: ModelRef, named: str | None, config: BenchConfig) -> str | None:
     """The one the user named, else the recorded one if trusted and its sha256 matches, else none."""
     if named is not None:
-        return named_source(named)
+        return named_source(named, allow_pickle=config.allow_pickle)
     return trusted_source(path, ref.manifest) if config.trust_source else None
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from edgekit.artifact import MANIFEST_NAME
 from edgekit.errors import ArtifactError, InputError
-from edgekit.provenance import SOURCE_KINDS, source_location, source_sha256
+from edgekit.provenance import SOURCE_KINDS, file_kind, source_location, source_sha256
 
 if TYPE_CHECKING:
     from edgekit.artifact import Manifest
@@ -49,13 +49,18 @@ def sources_per_model(named: Sequence[str], models: int) -> list[str | None]:
     return list(named)
 
 
-def named_source(ref: str) -> str:
-    """A source the user named, checked to exist (nothing is imported here; the torch worker loads it)."""
-    if source_location(ref) is None:
+def named_source(ref: str, *, allow_pickle: bool = False) -> str:
+    """A source the user named, checked to exist and, when it is a pickle, to be allowed: refused now rather
+    than by the torch worker after every other target has been measured (nothing is imported here)."""
+    where = source_location(ref)
+    if where is None:
         raise InputError(
             f"--baseline-source {ref!r} does not exist (expected FILE.py:FUNCTION, package.module:FUNCTION,"
             " a model file or a model directory)"
         )
+    if not allow_pickle and where == Path(ref).expanduser() and where.is_file() and file_kind(where) == "pickle":
+        raise InputError(f"--baseline-source {ref} is a pickled model; loading it runs arbitrary code: pass"
+                         " --allow-pickle if you trust it")  # fmt: skip
     return ref
 
 
