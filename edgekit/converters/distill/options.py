@@ -59,16 +59,16 @@ class DistillOptions:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("feature loss", self.feature_loss, ("mse", "cosine"))
         for name in ("lr", "temperature", "batch_size", "epochs", "checkpoint_every"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:  # ``not >``: NaN fails every comparison, so ``<= 0`` let it through
                 raise InputError(f"distillation {name} must be positive, got {getattr(self, name)}")
         for name in ("max_steps", "eval_batch_size", "eval_every", "patience", "grad_clip"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
+            if value is not None and not value > 0:
                 raise InputError(f"distillation {name} must be positive (or unset), got {value}")
         for name in ("alpha", "warmup_ratio", "min_lr_ratio"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+            if not 0.0 <= getattr(self, name) <= 1.0:  # NaN fails this too
                 raise InputError(f"distillation {name} must be within [0, 1], got {getattr(self, name)}")
-        if self.weight_decay < 0 or self.feature_weight < 0 or self.min_delta < 0:
+        if not (self.weight_decay >= 0 and self.feature_weight >= 0 and self.min_delta >= 0):
             raise InputError("distillation weight_decay, feature_weight and min_delta must not be negative")
         if self.loss == "kl" and self.project_outputs:
             raise InputError("project_outputs is for mse/cosine embeddings; kl needs the same classes on both sides")
