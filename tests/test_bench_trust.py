@@ -148,8 +148,8 @@ def test_a_named_pickle_still_needs_allow_pickle(tmp_path: Path) -> None:
     torch.save(load_source(f"{tmp_path / 'seq.py'}:make").module, tmp_path / "model.pt")
     quick = {"iterations": 3, "duration": 0.0, "warmup": 0.0, "rounds": 1, "cold_start": False}
     named = {"baseline": "torch", "baseline_source": tmp_path / "model.pt", **quick}
-    refused = edgekit.bench(tmp_path / "art", "onnxruntime", **named)
-    assert not refused.results[0].ok and "--allow-pickle" in refused.results[0].to_dict()["error"]
+    with pytest.raises(InputError, match="--allow-pickle"):  # refused before anything is measured
+        edgekit.bench(tmp_path / "art", "onnxruntime", **named)
     allowed = edgekit.bench(tmp_path / "art", "onnxruntime", allow_pickle=True, **named)
     torch_row, ort = allowed.results
     assert torch_row.ok and ort.fidelity["reference"] == "torch" and ort.fidelity["passed"]
