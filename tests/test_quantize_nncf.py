@@ -55,7 +55,16 @@ def test_symmetric_activations_have_zero_point_zero(tmp_path):
 
 
 def test_is_transformer_needs_attention_and_a_normalization(tmp_path):
-    assert not nncf_engine.is_transformer(onnx.load(str(token_mlp(tmp_path / "m.onnx"))))
+    from onnx import helper
+
+    assert not nncf_engine.is_transformer(onnx.load(str(token_mlp(tmp_path / "m.onnx"))))  # no Softmax
+
+    def graph_of(*ops: str) -> onnx.ModelProto:
+        nodes = [helper.make_node(op, [f"t{i}"], [f"t{i + 1}"]) for i, op in enumerate(ops)]
+        return helper.make_model(helper.make_graph(nodes, "g", [], []))
+
+    assert nncf_engine.is_transformer(graph_of("MatMul", "Softmax", "LayerNormalization"))
+    assert not nncf_engine.is_transformer(graph_of("MatMul", "Softmax"))  # attention alone: no normalization
 
 
 def test_engine_is_checked_and_missing_nncf_says_what_to_install(tmp_path, monkeypatch):
