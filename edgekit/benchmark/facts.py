@@ -67,7 +67,7 @@ def method_facts(config: BenchConfig) -> dict[str, Any]:
     headline = "p90 latency of a single-stream loop (one request at a time)"
     if config.mode == "throughput":
         headline = "items/s with batches (OpenVINO: AsyncInferQueue, THROUGHPUT hint; others: synchronous loop)"
-    return {
+    facts = {
         "mode": config.mode,
         "headline": headline,
         "percentiles": PERCENTILE_METHOD,
@@ -91,4 +91,31 @@ def method_facts(config: BenchConfig) -> dict[str, Any]:
         "seed": config.seed,
         "fidelity_inputs": "random inputs (seed + 1) at the first batch's sizes with the batch raised to 8; for an"
         " artifact that embeds text, 256 generated held-back sentences (edgekit.benchmark.texts) in one batch",
+    }
+    return {**facts, **_text_facts(config)} if config.texts else facts
+
+
+def _text_facts(config: BenchConfig) -> dict[str, Any]:
+    """What changes with ``--texts``: the unit, the timer, the reference and which texts."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(config.texts).encode("utf-8")).hexdigest()
+    lengths = [len(t) for t in config.texts]
+    return {
+        "mode": "texts",
+        "headline": "texts/s of encode over whole passes of the texts at their natural lengths (batch = texts per"
+        " call); latency is per call",
+        "timer": "time.perf_counter_ns around one encode call of one batch: tokenizing, length-sorted batching,"
+        " padding to the batch's longest text, the run and the output; sentence-transformers: its own encode"
+        " (torch eager, CPU, same threads)",
+        "texts": {
+            "count": len(config.texts),
+            "sha256": digest,
+            "chars_min": min(lengths),
+            "chars_max": max(lengths),
+            "chars_mean": round(sum(lengths) / len(lengths), 1),
+        },
+        "speedup": "median over rounds of the per-round ratio of texts/s (and of latency) to the baseline, same run",
+        "fidelity_inputs": "256 generated held-back sentences (edgekit.benchmark.texts) encoded by each target;"
+        " reference: sentence-transformers' encode when it is the baseline, else the default runtime",
     }
