@@ -4,40 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 from typing import Any
 
 from edgekit.benchmark.plan import BenchConfig
 from edgekit.benchmark.stats import HIGH_CV, PERCENTILE_METHOD
+from edgekit.cpu import NUMERIC_CPU_FLAGS, cpu_model, numeric_cpu_flags
 
-
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo, else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-# CPU features that change numerics: INT8 dot products (VNNI, AMX), bf16/fp16 arithmetic (OpenVINO runs FP32
-# models in bf16 by default where it is native) and summation order (AVX2 vs AVX-512 kernels).
-NUMERIC_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
-                     "amx_int8", "amx_fp16")  # fmt: skip
-
-
-def numeric_cpu_flags() -> list[str]:
-    """Which of :data:`NUMERIC_CPU_FLAGS` this CPU has (from /proc/cpuinfo; empty where it cannot be read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("flags", "features")):
-                present = set(line.split(":", 1)[1].split())
-                return [flag for flag in NUMERIC_CPU_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
+__all__ = ["NUMERIC_CPU_FLAGS", "cpu_model", "machine_facts", "method_facts", "numeric_cpu_flags"]
 
 
 def machine_facts() -> dict[str, Any]:
