@@ -56,3 +56,13 @@ def test_without_those_flags_the_base_model_is_loaded_with_a_warning(int8_artifa
 def test_an_artifact_without_recorded_flags_loads_its_variant_anywhere(int8_artifact, monkeypatch):
     monkeypatch.setattr(edgekit.cpu, "numeric_cpu_flags", lambda: [])
     assert model_ref(int8_artifact, "onnxruntime").path.name == "model.int8-dynamic.onnx"
+
+
+def test_bench_reports_the_size_of_the_file_each_target_runs(int8_artifact):
+    from edgekit.benchmark import bench
+
+    report = bench(int8_artifact, ["onnxruntime", "openvino"], iterations=1, duration=0.0, warmup=0.0,
+                   warmup_iterations=1, rounds=1, cold_start=False, fidelity=False)  # fmt: skip
+    sizes = {r.target: r.model_bytes for r in report.results}
+    assert sizes["onnxruntime"] == (int8_artifact / "model.int8-dynamic.onnx").stat().st_size  # its variant
+    assert sizes["openvino"] == (int8_artifact / "model.onnx").stat().st_size  # no variant: the FP32 model

@@ -234,6 +234,18 @@ def onnx_file_bytes(path: Path) -> int:
     return total
 
 
+def target_model_bytes(plan: ModelPlan, target: str) -> int:
+    """The size of the file ``target`` runs: an artifact's variant for it (model.int8.onnx is a quarter of
+    model.onnx), else the model."""
+    manifest = plan.ref.manifest
+    if manifest is None or not plan.path.is_dir():
+        return plan.model_bytes
+    from edgekit.artifact import variant_for
+
+    name = variant_for(manifest, target)
+    return plan.model_bytes if name == manifest.model else onnx_file_bytes(plan.path / name)
+
+
 def plan_model(
     model: str | Path,
     shapes: Mapping[str, Sequence[int]],

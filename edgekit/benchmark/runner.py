@@ -20,7 +20,15 @@ import numpy as np
 
 from edgekit.benchmark.facts import machine_facts, method_facts
 from edgekit.benchmark.fidelity import fidelity_report
-from edgekit.benchmark.plan import BASELINES, BenchConfig, ModelPlan, plan_models, resolve_targets, torch_available
+from edgekit.benchmark.plan import (
+    BASELINES,
+    BenchConfig,
+    ModelPlan,
+    plan_models,
+    resolve_targets,
+    target_model_bytes,
+    torch_available,
+)
 from edgekit.benchmark.results import BenchReport, RoundResult, TargetResult
 from edgekit.benchmark.stats import HIGH_CV, paired_ratio
 from edgekit.benchmark.textbench import text_requests
@@ -161,7 +169,7 @@ def _build_rows(plans: list[ModelPlan], targets: list[str], config: BenchConfig,
                 result = TargetResult(
                     model=str(plan.path), model_name=plan.name, target=target, batch=case.batch,
                     shapes=case.shapes, is_baseline=target in BASELINES,
-                    model_bytes=None if target in BASELINES else plan.model_bytes,
+                    model_bytes=None if target in BASELINES else target_model_bytes(plan, target),
                 )  # fmt: skip
                 row = _Row(result, plan, c, _request(plan, target, feeds, config, case.batch))
                 row.request.update(text_keys[m])
