@@ -213,7 +213,10 @@ def _latencies(ctx: _Context, picks: Mapping[str, Mapping[str, Step]], feeds: Fe
 
 def _rows(target: str, picks: Mapping[str, Step], baseline: dict, lat: Mapping[str, Any], goal: FidelityGoal) -> list:
     base_ms = lat[BASELINE].p50_ms
+    # the FP32 graph runs at the target's default precision (OpenVINO: bf16 where the CPU has it natively), and
+    # is judged and timed so: a candidate like any other, with its effective precision recorded
     rows = [{"target": target, "scheme": BASELINE, "file": None, "path": None, "excluded_nodes": [],
+             "precision": lat[BASELINE].precision or "fp32",
              "fidelity": baseline, "meets": _meets(goal, baseline), "latency": lat[BASELINE].to_dict(),
              "speedup_vs_fp32": 1.0}]  # fmt: skip
     for scheme, step in picks.items():
