@@ -213,3 +213,25 @@ def test_auto_takes_a_candidate_only_when_the_lower_bound_of_its_mean_clears_the
     first = next(s for s in result.search["int8-dynamic"] if s["kept_float"] == 0)
     assert first["fidelity"]["onnxruntime"]["cosine"] == pytest.approx(measured["cosine"])
     assert len(result.search["int8-dynamic"]) > 1  # not taken as it was: the search went on
+
+
+def test_a_goal_must_hold_on_every_held_back_source_not_only_on_their_pool():
+    """Held-back lines like the calibration text flatter a model; the worst source decides the per-sample
+    metrics, and each source's numbers are kept."""
+    from edgekit.converters.quantize.auto import worst_over_sources
+
+    rng = np.random.default_rng(0)
+    refs = [{"y": rng.standard_normal((1, 8))} for _ in range(40)]
+    close = [{"y": r["y"] + 0.01 * rng.standard_normal((1, 8))} for r in refs[:30]]
+    far = [{"y": r["y"] + 0.4 * rng.standard_normal((1, 8))} for r in refs[30:]]
+    outputs = close + far
+    pooled = fidelity_metrics(refs, outputs)
+    slices = {"calib.txt": slice(0, 30), "corpus": slice(30, 40)}
+    judged = worst_over_sources(pooled, slices, refs, outputs, {})
+    corpus = fidelity_metrics(refs[30:], outputs[30:])
+    assert judged["cosine"] == corpus["cosine"] < pooled["cosine"]
+    assert judged["cosine_lcb"] == corpus["cosine_lcb"] and judged["max_abs"] == pooled["max_abs"]
+    assert set(judged["by_source"]) == {"calib.txt", "corpus"} and judged["by_source"]["corpus"]["samples"] == 10
+    goal = parse_fidelity(f"cosine>={(pooled['cosine_lcb'] + corpus['cosine']) / 2}")
+    assert goal.met(pooled, conservative=True) and not goal.met(judged, conservative=True)
+    assert worst_over_sources(pooled, {"one": slice(0, 40)}, refs, outputs, {}) is pooled
