@@ -75,7 +75,7 @@ class Row:
 
     key: str
     label: str
-    tool: str  # "baseline", "peer" or "edgekit"
+    tool: str  # "baseline", "peer", "edgekit", or "check" (a timer cross-check, never in the verdict)
     runtime: str  # "torch", "onnxruntime" or "openvino"
     path: str = ""
     timer: str = "edgekit worker"  # or "own IR worker"
@@ -95,7 +95,7 @@ class Row:
 
 def candidate_rows(work: Path) -> list[Row]:
     """Every candidate in timing order; paths are where each conversion step writes its model."""
-    ex, ov = work / "optimum-onnx", work / "optimum-intel-fp32"
+    ex, ov = work / "optimum-export", work / "ov-export"
     return [
         Row("torch", "torch eager FP32", "baseline", "torch", timer="edgekit worker"),
         Row("ort_fp32", "ONNX Runtime FP32 (Optimum export)", "baseline", "onnxruntime", str(ex / "model.onnx"),
@@ -106,6 +106,8 @@ def candidate_rows(work: Path) -> list[Row]:
             str(work / "ortquantizer" / "model_quantized.onnx"), made_by="ortquantizer"),
         Row("ov_fp32", "OpenVINO FP32 (Optimum ONNX, default precision)", "baseline", "openvino",
             str(ex / "model.onnx"), made_by="optimum-export"),
+        Row("ov_fp32_own", "OpenVINO FP32 (same ONNX), own IR worker: timer check", "check", "openvino",
+            str(ex / "model.onnx"), timer="own IR worker", made_by="optimum-export"),
         Row("ov_fp32_ir", "OpenVINO FP32 IR (optimum-intel export)", "peer", "openvino",
             str(ov / "openvino_model.xml"), timer="own IR worker", made_by="ov-export"),
         Row("nncf", "OpenVINO + NNCF (TRANSFORMER, 300 sentences)", "peer", "openvino",
@@ -147,8 +149,10 @@ def ensure_peers_venv(venv: Path, pin: str) -> dict[str, str | None]:
         return dict.fromkeys([pin, *PEER_REQUIREMENTS])
     if not (venv / "bin" / "python").exists():
         say(f"creating the peers venv {venv}")
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        # the project venv's own python would carry its site-packages: make sure the new one is bare
+        made = subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], capture_output=True, text=True)
+        if made.returncode != 0:
+            why = f"venv creation failed: {_last_error(made.stderr, made.returncode)}"
+            return dict.fromkeys([pin, *PEER_REQUIREMENTS], why)
     say(f"installing {pin} into the peers venv (the CPU wheel, before anything that depends on torch)")
     status: dict[str, str | None] = {pin: _pip(venv, pin)}
     if status[pin]:
@@ -169,8 +173,10 @@ def venv_versions(python: Path) -> dict[str, str]:
     """Installed versions of the libraries that matter, as ``python`` sees them."""
     names = ["torch", "transformers", "onnx", "onnxruntime", "openvino", "nncf", "optimum", "optimum-onnx",
              "optimum-intel", "sentence-transformers", "tokenizers", "numpy"]  # fmt: skip
-    code = (f"import json, importlib.metadata as m\nout = {{}}\nfor n in {names!r}:\n"
-            "    try: out[n] = m.version(n)\n    except m.PackageNotFoundError: pass\nprint(json.dumps(out))")
+    code = (
+        f"import json, importlib.metadata as m\nout = {{}}\nfor n in {names!r}:\n"
+        "    try: out[n] = m.version(n)\n    except m.PackageNotFoundError: pass\nprint(json.dumps(out))"
+    )
     proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
     return json.loads(proc.stdout) if proc.returncode == 0 else {}
 
@@ -240,13 +246,13 @@ def peer_convert(step: str, source: Path, work: Path, calib: Path, flags: Sequen
 
         preset = isa_preset(flags)
         config = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=True)
-        ORTQuantizer.from_pretrained(work / "optimum-export", file_name="model.onnx").quantize(config, out)
+        ORTQuantizer.from_pretrained(str(work / "optimum-export"), file_name="model.onnx").quantize(config, out)
         return {"how": f"ORTQuantizer + AutoQuantizationConfig.{preset}(is_static=False, per_channel=True)",
                 "preset": preset}  # fmt: skip
     if step == "ov-export":
         from optimum.intel import OVModelForFeatureExtraction
 
-        OVModelForFeatureExtraction.from_pretrained(source, export=True, compile=False).save_pretrained(out)
+        OVModelForFeatureExtraction.from_pretrained(str(source), export=True, compile=False).save_pretrained(out)
         return {"how": "OVModelForFeatureExtraction.from_pretrained(export=True).save_pretrained"}
     if step == "nncf":
         import nncf
@@ -263,7 +269,7 @@ def peer_convert(step: str, source: Path, work: Path, calib: Path, flags: Sequen
         import nncf
         from optimum.intel import OVConfig, OVModelForFeatureExtraction, OVQuantizationConfig, OVQuantizer
 
-        model = OVModelForFeatureExtraction.from_pretrained(work / "ov-export", compile=False)
+        model = OVModelForFeatureExtraction.from_pretrained(str(work / "ov-export"), compile=False)
         data = _calibration_feeds(source, calib)
         config = OVConfig(quantization_config=OVQuantizationConfig(num_samples=len(data)))
         OVQuantizer.from_pretrained(model).quantize(calibration_dataset=nncf.Dataset(data), save_directory=out,
@@ -337,7 +343,9 @@ def run_edgekit(source: Path, work: Path, reuse: bool) -> dict[str, Any]:
     cmd = ["convert", str(source), "-o", str(out), "--quantize", "auto", "--fidelity", f"cosine>={GOAL}",
            "--calib-data", str(SENTENCES.relative_to(ROOT)), "--target", "onnxruntime", "--target", "openvino",
            "--force"]  # fmt: skip
-    record: dict[str, Any] = {"command": "edgekit " + " ".join(cmd[:-1]).replace(str(source), "<MiniLM dir>")}
+    shown = " ".join(f'"{c}"' if ">" in c else c for c in cmd[:-1])
+    shown = shown.replace(str(source), "<MiniLM dir>").replace(f"{ROOT}{os.sep}", "")
+    record: dict[str, Any] = {"command": f"edgekit {shown}"}
     if not (reuse and (out / "edgekit.json").is_file()):
         say("edgekit convert --quantize auto (both targets; auto times its candidates, this takes minutes) ...")
         start = time.perf_counter()
@@ -454,8 +462,9 @@ def _open(runtime: str, model: str, threads: int) -> tuple[Callable[[dict[str, n
         res = request.infer({n: f[n] for n in in_names}, share_inputs=True, share_outputs=False)
         return list(res.to_tuple())
 
-    precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-    return run_ov, {"precision": precision.split(".")[-1].lower(), "version": ov.get_version(),
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+    return run_ov, {"precision": precision, "version": ov.get_version(),
                     "threads": int(compiled.get_property("INFERENCE_NUM_THREADS"))}  # fmt: skip
 
 
@@ -580,7 +589,10 @@ def measure_fidelity(rows: list[Row], source: Path, texts: Sequence[str], work: 
         if row.runtime == "torch":
             row.fidelity = {"mean_cosine": 1.0, "min_cosine": 1.0}
             continue
-        if not row.ok:
+        twin = next((r for r in rows if r is not row and r.fidelity and (r.runtime, r.path) == (row.runtime, row.path)),
+                    None)  # fmt: skip
+        if not row.ok or twin is not None:
+            row.fidelity = dict(twin.fidelity) if twin is not None else {}
             continue
         out = work / "feeds" / f"{row.key}.emb.npy"
         answer = own_worker({"runtime": row.runtime, "model": row.path, "embed_feeds": str(path),
@@ -617,7 +629,8 @@ def verdict(rows: list[Row]) -> dict[str, Any]:
         return statistics.median(r.rounds_p50_ms)
 
     mine = sorted((r for r in rows if r.tool == "edgekit" and meets(r)), key=p50)
-    theirs = sorted((r for r in rows if r.tool != "edgekit" and r.runtime != "torch" and meets(r)), key=p50)
+    others = (r for r in rows if r.tool in ("peer", "baseline") and r.runtime != "torch" and meets(r))
+    theirs = sorted(others, key=p50)
     out: dict[str, Any] = {"goal": f"mean cosine >= {GOAL}",
                            "edgekit_fastest": mine[0].key if mine else None,
                            "peer_fastest": theirs[0].key if theirs else None}  # fmt: skip
