@@ -137,7 +137,8 @@ def _pip(venv: Path, *args: str) -> str | None:
     if proc.returncode == 0:
         return None
     lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip() and "is ignored" not in ln]
-    return (lines[-1] if lines else f"pip exited with {proc.returncode}")[:300]
+    errors = [ln for ln in lines if ln.startswith("ERROR:")]  # the first says what; the last is a help link
+    return ((errors or lines or [f"pip exited with {proc.returncode}"])[0])[:300]
 
 
 def ensure_peers_venv(venv: Path, pin: str) -> dict[str, str | None]:
@@ -786,6 +787,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # this checkout's edgekit, also where the venv has another one installed editable
     if sys.argv[1:2] == ["peer"]:  # inside the peers venv: no edgekit here
         cli = argparse.ArgumentParser()
         cli.add_argument("step", choices=sorted(PEER_STEPS))
