@@ -1,6 +1,6 @@
 """INT8 options for all-MiniLM-L6-v2 side by side: the peers a user would otherwise run, and edgekit auto.
 
-    .venv/bin/python benchmarks/peers.py [--rounds 5] [--duration 1.5] [--reuse]      (or: make peers)
+    .venv/bin/python benchmarks/peers.py [--rounds 7] [--duration 1.5] [--reuse]      (or: make peers)
 
 Candidates (the bundled model, ``edgekit.sources.bundled_minilm_dir()``; nothing comes from a model hub):
 
@@ -80,6 +80,7 @@ class Row:
     path: str = ""
     timer: str = "edgekit worker"  # or "own IR worker"
     made_by: str = ""  # the conversion step that wrote ``path``
+    scheme: str = ""  # what an IR holds, where the runtime reports only its inference precision
     error: str | None = None
     file_bytes: int | None = None
     precision: str = ""
@@ -111,9 +112,10 @@ def candidate_rows(work: Path) -> list[Row]:
         Row("ov_fp32_ir", "OpenVINO FP32 IR (optimum-intel export)", "peer", "openvino",
             str(ov / "openvino_model.xml"), timer="own IR worker", made_by="ov-export"),
         Row("nncf", "OpenVINO + NNCF (TRANSFORMER, 300 sentences)", "peer", "openvino",
-            str(work / "nncf" / "model.xml"), timer="own IR worker", made_by="nncf"),
+            str(work / "nncf" / "model.xml"), timer="own IR worker", made_by="nncf", scheme="int8 static"),
         Row("ovquantizer", "optimum-intel OVQuantizer (static INT8)", "peer", "openvino",
-            str(work / "ovquantizer" / "openvino_model.xml"), timer="own IR worker", made_by="ovquantizer"),
+            str(work / "ovquantizer" / "openvino_model.xml"), timer="own IR worker", made_by="ovquantizer",
+            scheme="int8 static"),
         Row("edgekit_ort", "edgekit auto -> ONNX Runtime", "edgekit", "onnxruntime", made_by="edgekit"),
         Row("edgekit_ov", "edgekit auto -> OpenVINO", "edgekit", "openvino", made_by="edgekit"),
     ]  # fmt: skip
@@ -311,6 +313,8 @@ def _peer_subprocess(venv: Path, step: str, source: Path, work: Path, flags: Seq
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
     except subprocess.TimeoutExpired:
         return {"error": "timed out after 1200 s"}
+    except OSError as exc:  # the peers venv's python is missing or broken
+        return {"error": f"cannot start the peers venv's python: {exc}"[:300]}
     (work / f"{step}.log").write_text(proc.stdout + proc.stderr)
     answer = _last_json(proc.stdout)
     if proc.returncode != 0 or answer is None:
@@ -567,7 +571,8 @@ def measure_rounds(rows: list[Row], base: Mapping[str, np.ndarray], work: Path, 
             stats = summarize([ns / 1e6 for ns in answer["samples_ns"]])
             row.rounds_p50_ms.append(round(stats.p50, 4))
             row.rounds_p90_ms.append(round(stats.p90, 4))
-            row.precision = str(answer.get("precision") or (answer.get("info") or {}).get("precision") or "")
+            reported = str(answer.get("precision") or (answer.get("info") or {}).get("precision") or "")
+            row.precision = f"{row.scheme} ({reported} elsewhere)" if row.scheme else reported
             say(f"  {row.label}: p50 {stats.p50:.2f} ms ({stats.n} calls)")
 
 
@@ -635,6 +640,12 @@ def verdict(rows: list[Row]) -> dict[str, Any]:
     out: dict[str, Any] = {"goal": f"mean cosine >= {GOAL}",
                            "edgekit_fastest": mine[0].key if mine else None,
                            "peer_fastest": theirs[0].key if theirs else None}  # fmt: skip
+    if theirs:  # every edgekit variant against that peer, meeting the goal or not
+        out["each_edgekit_vs_peer"] = {
+            r.key: paired(theirs[0].rounds_p50_ms, r.rounds_p50_ms)
+            for r in rows
+            if r.tool == "edgekit" and r.rounds_p50_ms and len(r.rounds_p50_ms) == len(theirs[0].rounds_p50_ms)
+        }
     if mine and theirs:
         ratio = paired(theirs[0].rounds_p50_ms, mine[0].rounds_p50_ms)
         out["edgekit_speed_vs_peer"] = ratio
@@ -667,21 +678,22 @@ def _fmt_speed(row: Row, key: str) -> str:
 
 def table(result: Mapping[str, Any]) -> str:
     """The markdown table (also what the terminal shows)."""
-    head = ("| candidate | runtime | precision | p50 ms | vs torch | vs ORT FP32 | vs OV FP32 | mean cos | min cos "
-            "| meets 0.99 | file MB |\n|---|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
-    lines = [head]
+    cols = ["candidate", "runtime", "precision", "p50 ms (range over rounds)", "vs torch", "vs ORT FP32", "vs OV FP32",
+            "mean cos", "min cos", "meets 0.99", "file MB"]  # fmt: skip
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in (Row(**d) for d in result["rows"]):
         if not r.ok:
-            lines.append(f"| {r.label} | {r.runtime} | failed | - | - | - | - | - | - | - | {r.error} |")
+            lines.append(f"| {r.label} | {r.runtime} | failed | " + "- | " * 7 + f"{r.error} |")
             continue
         mean, low = r.fidelity.get("mean_cosine"), r.fidelity.get("min_cosine")
-        p50 = statistics.median(r.rounds_p50_ms) if r.rounds_p50_ms else float("nan")
-        meets = "yes" if mean is not None and mean >= GOAL else "no"
-        size = f"{r.file_bytes / 1e6:.1f}" if r.file_bytes else "-"
-        lines.append(f"| {r.label} | {r.runtime} | {r.precision or '-'} | {p50:.2f} | {_fmt_speed(r, 'vs_torch')} | "
-                     f"{_fmt_speed(r, 'vs_ort_fp32')} | {_fmt_speed(r, 'vs_ov_fp32')} | "
-                     f"{mean if mean is None else f'{mean:.5f}'} | {low if low is None else f'{low:.5f}'} | {meets} "
-                     f"| {size} |")  # fmt: skip
+        p50 = f"{statistics.median(r.rounds_p50_ms):.2f}" if r.rounds_p50_ms else "-"
+        if r.rounds_p50_ms:
+            p50 += f" ({min(r.rounds_p50_ms):.1f}-{max(r.rounds_p50_ms):.1f})"
+        cells = [r.label, r.runtime, r.precision or "-", p50, _fmt_speed(r, "vs_torch"), _fmt_speed(r, "vs_ort_fp32"),
+                 _fmt_speed(r, "vs_ov_fp32"), "-" if mean is None else f"{mean:.5f}",
+                 "-" if low is None else f"{low:.5f}", "yes" if mean is not None and mean >= GOAL else "no",
+                 f"{r.file_bytes / 1e6:.1f}" if r.file_bytes else "-"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -700,8 +712,10 @@ def markdown(result: Mapping[str, Any]) -> str:
         "alternating; "
         "speed = median over rounds of the per-round ratio (baseline p50 / candidate p50). The table's p50 is the "
         "median of the per-round p50s. Timers: edgekit's worker for ONNX files and torch, this script's own worker "
-        "(bare OpenVINO API, same loop) for OpenVINO IR; the FP32 IR row next to the FP32 ONNX row on OpenVINO "
-        "shows the two timers agree.",
+        "(bare OpenVINO API, same loop) for OpenVINO IR; the timer-check row runs the same FP32 ONNX on OpenVINO "
+        "through the own worker, so its ratio to the OpenVINO FP32 row says how far the two timers agree. "
+        f"Load average (1 min) at start / end: {result['load_average'][0]:.1f} / {result['load_average'][1]:.1f} "
+        "on this shared machine (other work ran alongside; the per-round ratios absorb slow drift, not bursts).",
         f"Fidelity: cosine of the pooled, normalised embedding to torch FP32 (sentence-transformers) on {EVAL_N} "
         f"generated everyday sentences (`heldout_texts({EVAL_N}, seed={EVAL_SEED})`), one at a time, natural "
         f"length; calibration: the first {CALIB_N} lines of `benchmarks/data/sentences.txt` for the peers, "
@@ -711,6 +725,9 @@ def markdown(result: Mapping[str, Any]) -> str:
         + (f"; edgekit vs it: {v['edgekit_speed_vs_peer']['median']:.3f}x (per-round "
            f"{v['edgekit_speed_vs_peer']['rounds']}), at least as fast: **{v['edgekit_at_least_as_fast']}**."
            if v.get("edgekit_speed_vs_peer") else "; no comparison (one side has no candidate meeting the goal)."),
+        "Each edgekit variant against that peer, goal met or not (median per-round ratio, > 1 = edgekit faster): "
+        + (", ".join(f"`{k}` {x['median']:.3f}x" for k, x in v.get("each_edgekit_vs_peer", {}).items() if x) or "-")
+        + ".",
         "", "What each tool ran:", "",
     ]  # fmt: skip
     for step, rec in result["conversions"].items():
@@ -724,7 +741,7 @@ def markdown(result: Mapping[str, Any]) -> str:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=5, help="Alternating rounds (>= 5 for a headline).")
+    p.add_argument("--rounds", type=int, default=7, help="Alternating rounds (>= 5 for a headline).")
     p.add_argument("--duration", type=float, default=1.5, help="Seconds timed per candidate per round (>= 1).")
     p.add_argument("--work", type=Path, default=ROOT / "build" / "peers")
     p.add_argument("--venv", type=Path, default=ROOT / "build" / "peers-venv")
@@ -740,6 +757,7 @@ def main(argv: Sequence[str]) -> int:
     from edgekit.sources import bundled_minilm_dir
 
     source, work = bundled_minilm_dir(), args.work.resolve()
+    load_start = os.getloadavg()[0]
     work.mkdir(parents=True, exist_ok=True)
     machine = cpu_facts()
     flags = [f for f, on in machine["isa_flags"].items() if on]
@@ -770,6 +788,7 @@ def main(argv: Sequence[str]) -> int:
     speeds(rows)
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "command": ".venv/bin/python benchmarks/peers.py" + "".join(f" {a}" for a in argv),
         "machine": machine, "rounds": args.rounds, "duration_s": args.duration, "seq": SEQ, "threads": THREADS,
         "calibration": {"file": str(SENTENCES.relative_to(ROOT)), "peer_sentences": CALIB_N},
