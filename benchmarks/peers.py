@@ -304,6 +304,7 @@ def run_peer_steps(venv: Path, source: Path, work: Path, flags: Sequence[str], b
 
 
 def _peer_subprocess(venv: Path, step: str, source: Path, work: Path, flags: Sequence[str]) -> dict[str, Any]:
+    """One peer step in a fresh peers-venv process (offline, no project PYTHONPATH); its answer or its error."""
     cmd = [str(venv / "bin" / "python"), str(Path(__file__).resolve()), "peer", step, "--source", str(source),
            "--work", str(work), "--calib", str(SENTENCES), "--flags", ",".join(flags)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -323,6 +324,7 @@ def _peer_subprocess(venv: Path, step: str, source: Path, work: Path, flags: Seq
 
 
 def _last_json(text: str) -> dict[str, Any] | None:
+    """The last JSON line a child printed (libraries print their own lines before it)."""
     for line in reversed(text.splitlines()):
         if line.startswith("{"):
             try:
@@ -672,6 +674,7 @@ def cpu_facts() -> dict[str, Any]:
 
 
 def _fmt_speed(row: Row, key: str) -> str:
+    """A speed ratio as ``1.23x``, ``-`` where there is none."""
     value = row.speed.get(key, {}).get("median")
     return f"{value:.2f}x" if value else "-"
 
@@ -740,6 +743,7 @@ def markdown(result: Mapping[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The orchestrator's options (the ``peer`` and ``worker`` modes parse their own)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=7, help="Alternating rounds (>= 5 for a headline).")
     p.add_argument("--duration", type=float, default=1.5, help="Seconds timed per candidate per round (>= 1).")
@@ -752,6 +756,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str]) -> int:
+    """Install, convert, measure fidelity and latency, write peers.json/.md and print the table."""
     args = parse_args(argv)
     from edgekit.benchmark.texts import heldout_texts
     from edgekit.sources import bundled_minilm_dir
