@@ -228,6 +228,20 @@ def test_bad_device_is_one_line_and_exit_2(device, mlp, tmp_path, case, needle):
 
 
 @NEEDS_SSH
+def test_a_silent_device_times_out_cleanly(device, mlp):
+    """A port on 127.0.0.1 that accepts the connection and never speaks: ConnectTimeout ends it, exit 2."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        args = device.args()
+        args[1] = f"{getpass.getuser()}@127.0.0.1:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        result = CliRunner().invoke(app, ["targets", *args, "--connect-timeout", "1"])
+        assert time.monotonic() - start < 30
+    _one_line_error(result, 2, "no connection within 1 s")
+
+
+@NEEDS_SSH
 def test_accept_new_host_key_trusts_on_first_use_and_records_it(device, tmp_path):
     known = tmp_path / "known_hosts"
     config = tmp_path / "ssh_config"

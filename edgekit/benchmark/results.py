@@ -74,7 +74,8 @@ edgekit bench JSON (schema "edgekit.bench/1"). Times are milliseconds unless the
                  artifact 256 generated held-back sentences; null where not measured),
                  "outputs": {name: {max_abs, rel_l2, max_rel (max|got-ref|/max|ref|), mean_cosine, min_cosine,
                              top1_agreement, recall@10, spearman, retrieval_texts, passed}}},
-    "rounds": [{"round": int, "pid": int, "ok": bool, "error": str | null, "samples_ms": [float, ...] (every sample),
+    "rounds": [{"round": int, "pid": int (a remote row: the worker's pid on the device), "ok": bool,
+                "error": str | null, "samples_ms": [float, ...] (every sample),
                 "latency_ms": {...} | null, "load_ms", "first_inference_ms", "import_ms", "elapsed_s",
                 "peak_rss_bytes", "rss_after_import_bytes", "throughput": {...} | null}]
   }]
