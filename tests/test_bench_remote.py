@@ -12,6 +12,7 @@ import getpass
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -326,3 +327,44 @@ def test_the_agent_refuses_a_tar_member_outside_its_directory(tmp_path):
     proc = subprocess.run([sys.executable, str(agent), "unpack"], input=buf.getvalue(), capture_output=True)
     assert proc.returncode != 0 and b"refusing tar member" in proc.stderr
     assert _remote_dirs() == before  # nothing left behind
+
+
+def test_a_file_that_arrives_corrupt_is_refused_and_removed(tmp_path, monkeypatch, mlp):
+    """The agent's sha256 of what arrived must match what was sent, file by file; the device copy is then removed."""
+    from types import SimpleNamespace
+
+    from edgekit.benchmark import remote
+    from edgekit.errors import RemoteError
+
+    calls: list[str] = []
+
+    def fake_ssh(host, options, command, timeout_s, stdin=b""):
+        calls.append(command)
+        return SimpleNamespace(returncode=0, stdout=b"", stderr=b"")
+
+    def fake_answer(host, options, proc):
+        return {"dir": "/tmp/edgekit-remote-x", "sha256": {"m0/mlp.onnx": "0" * 64}}
+
+    monkeypatch.setattr(remote, "_ssh", fake_ssh)
+    monkeypatch.setattr(remote, "_agent_answer", fake_answer)
+    work = tmp_path / "work"
+    work.mkdir()
+    plan = SimpleNamespace(path=mlp, name="mlp", ref=SimpleNamespace(manifest=None))
+    bench = remote.RemoteBench([RemoteHost("u", "127.0.0.1", 1)])
+    with pytest.raises(RemoteError, match=re.escape("m0/mlp.onnx arrived on u@127.0.0.1:1 with sha256 0000")), bench:
+        bench.upload([plan], work)
+    assert "unpack" in calls[0] and "remove" in calls[-1] and "/tmp/edgekit-remote-x" in calls[-1]
+
+
+def test_an_artifact_newer_than_the_device_reads_is_refused():
+    from types import SimpleNamespace
+
+    from edgekit.benchmark.remote import check_formats
+    from edgekit.errors import RuntimeUnavailableError
+
+    plan = SimpleNamespace(name="art", ref=SimpleNamespace(manifest=SimpleNamespace(format_version=2)))
+    facts = {"format_version": 1, "edgekit_version": "0.1.0"}
+    why = "art is artifact format 2, but edgekit 0.1.0 on u@h reads format 1"
+    with pytest.raises(RuntimeUnavailableError, match=re.escape(why)):
+        check_formats(RemoteHost("u", "h", None), facts, [plan])
+    check_formats(RemoteHost("u", "h", None), {**facts, "format_version": 2}, [plan])
