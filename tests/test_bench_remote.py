@@ -368,3 +368,20 @@ def test_an_artifact_newer_than_the_device_reads_is_refused():
     with pytest.raises(RuntimeUnavailableError, match=re.escape(why)):
         check_formats(RemoteHost("u", "h", None), facts, [plan])
     check_formats(RemoteHost("u", "h", None), {**facts, "format_version": 2}, [plan])
+
+
+def test_a_remote_row_shows_the_size_of_the_file_the_device_loads(tmp_path):
+    """An INT8 variant chosen for VNNI is loaded only where the CPU has it: elsewhere the row is the base model's."""
+    from types import SimpleNamespace
+
+    from conftest import make_mlp_onnx
+
+    from edgekit.benchmark.remote import model_bytes_on
+
+    base, small = make_mlp_onnx(tmp_path / "model.onnx").path, tmp_path / "model.int8.onnx"
+    small.write_bytes(base.read_bytes())  # a variant file of its own
+    manifest = SimpleNamespace(model="model.onnx", variants={"onnxruntime": "model.int8.onnx"},
+                               variant_cpu_flags={"onnxruntime": ["avx512_vnni"]})  # fmt: skip
+    plan = SimpleNamespace(path=tmp_path, model_bytes=10**9, ref=SimpleNamespace(manifest=manifest))
+    assert model_bytes_on(plan, "onnxruntime", {"cpu_flags": ["neon"]}) == 10**9  # the base model
+    assert model_bytes_on(plan, "onnxruntime", {"cpu_flags": ["avx2", "avx512_vnni"]}) == small.stat().st_size

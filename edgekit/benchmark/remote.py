@@ -204,6 +204,21 @@ def check_formats(host: RemoteHost, facts: Mapping[str, Any], plans: Sequence[Mo
             )
 
 
+def model_bytes_on(plan: ModelPlan, target: str, device: Facts | None) -> int:
+    """The size of the file ``target`` loads where the row runs: a device lacking the CPU flags an artifact's
+    variant was chosen for loads the base model instead (as its own ``variant_for`` decides), so its row must
+    not show the variant's size."""
+    from edgekit.benchmark.plan import onnx_file_bytes, target_model_bytes
+
+    manifest = plan.ref.manifest
+    if device is None or manifest is None or not plan.path.is_dir():
+        return target_model_bytes(plan, target)
+    chosen, needed = manifest.variants.get(target, manifest.model), manifest.variant_cpu_flags.get(target)
+    if needed and not set(needed) & set(device.get("cpu_flags") or []):
+        chosen = manifest.model
+    return plan.model_bytes if chosen == manifest.model else onnx_file_bytes(plan.path / chosen)
+
+
 def device_targets(host: RemoteHost, facts: Mapping[str, Any], wanted: Sequence[str] | None) -> list[str]:
     """The runtimes to time on ``host``: those named (each usable there), or every one usable there."""
     rows = {r["name"]: r for r in facts.get("targets", [])}

@@ -26,10 +26,9 @@ from edgekit.benchmark.plan import (
     ModelPlan,
     plan_models,
     resolve_targets,
-    target_model_bytes,
     torch_available,
 )
-from edgekit.benchmark.remote import Placement, RemoteBench, RemoteHost, SSHOptions
+from edgekit.benchmark.remote import Placement, RemoteBench, RemoteHost, SSHOptions, model_bytes_on
 from edgekit.benchmark.results import BenchReport, RoundResult, TargetResult
 from edgekit.benchmark.stats import HIGH_CV, paired_ratio
 from edgekit.benchmark.textbench import text_requests
@@ -171,7 +170,7 @@ def _build_rows(plans: list[ModelPlan], places: list[Placement], config: BenchCo
                 result = TargetResult(
                     model=str(plan.path), model_name=plan.name, target=target, batch=case.batch,
                     shapes=case.shapes, is_baseline=target in BASELINES, remote=device,
-                    model_bytes=None if target in BASELINES else target_model_bytes(plan, target),
+                    model_bytes=None if target in BASELINES else model_bytes_on(plan, target, device),
                 )  # fmt: skip
                 row = _Row(result, plan, c, _request(plan, target, feeds, config, case.batch))
                 row.request.update(text_keys[m], **({"host": device["host"]} if device else {}))
