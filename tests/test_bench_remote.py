@@ -156,10 +156,14 @@ def _one_line_error(result, code: int, needle: str) -> None:
 @NEEDS_SSH
 @pytest.mark.slow
 def test_bench_host_times_a_worker_started_over_ssh_next_to_a_local_row(device, mlp, tmp_path):
+    import edgekit
+
+    artifact = tmp_path / "art"
+    edgekit.convert(mlp, artifact)  # an artifact: its edgekit.json and hashed files travel, checked on arrival
     before = _remote_dirs()
     out = tmp_path / "r.json"
-    args = ["bench", str(mlp), "--target", "onnxruntime", *QUICK, "--rounds", "2", *device.args(), "--json", str(out)]
-    result = CliRunner().invoke(app, args)
+    args = ["bench", str(artifact), "--target", "onnxruntime", *QUICK, "--rounds", "2", *device.args()]
+    result = CliRunner().invoke(app, [*args, "--json", str(out)])
     assert result.exit_code == 0, (result.stdout, result.stderr)
     assert f"onnxruntime@{device.host}" in result.stdout and f"device {device.host}:" in result.stdout
     report = json.loads(out.read_text())
