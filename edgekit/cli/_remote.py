@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from edgekit.benchmark.remote import SSHOptions
 
 _HELP = {
-    "host": "Also run on this device over SSH, user@device[:port] or an ~/.ssh/config alias (repeatable); the"
-    " device needs its own edgekit: pip install 'edgekit[text]'.",
+    "host": "A device to use over SSH, user@device[:port] or an ~/.ssh/config alias (repeatable); it needs a python"
+    " with edgekit installed (its text extra for text models).",
     "remote_python": "The python on the device that has edgekit (a ~/ path is the device's home).",
     "identity": "Private key for the devices (ssh -i, IdentitiesOnly); default: ~/.ssh/config, ssh-agent, ~/.ssh/id_*.",
     "accept_new": "Trust a device's host key on first use and record it (StrictHostKeyChecking=accept-new);"
