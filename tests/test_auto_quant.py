@@ -261,3 +261,17 @@ def test_excluded_nodes_keep_float_activations_but_int8_weights(tmp_path, mode):
         with load(model_ref(q.path), target=target, precision="f32" if target == "openvino" else None) as s:
             got = [s.run(f) for f in feeds[:4]]
         assert fidelity_metrics(refs, got)["cosine"] > 0.99, target
+
+
+def test_a_candidate_with_one_sample_outside_the_gate_is_not_taken():
+    """The chosen variant must pass the parity gate afterwards: a mean that meets the goal is not enough when a
+    held-back sample is outside the gate's per-sample bounds for that precision."""
+    from edgekit.converters.quantize.auto import _meets, within_gate
+    from edgekit.fidelity import tolerance_for
+
+    tol = tolerance_for("int8-qdq")
+    good = {"cosine": 0.995, "cosine_lcb": 0.994, "min_cosine": tol.min_cosine + 0.01, "rel_l2": tol.rel_l2 / 2}
+    bad = {**good, "min_cosine": tol.min_cosine - 0.02}
+    goal = parse_fidelity("cosine>=0.99")
+    assert within_gate(good, "int8-qdq") and not within_gate(bad, "int8-qdq")
+    assert _meets(goal, {**good, "within_gate": True}) and not _meets(goal, {**bad, "within_gate": False})

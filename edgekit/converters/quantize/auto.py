@@ -30,7 +30,7 @@ from edgekit.converters.calibration import CalibrationSet
 from edgekit.converters.quantize.model import quantize_model
 from edgekit.converters.quantize.options import QuantizeOptions, QuantizeResult
 from edgekit.errors import InputError, ValidationError
-from edgekit.fidelity import FidelityGoal, fidelity_metrics, parse_fidelity, run_all
+from edgekit.fidelity import FidelityGoal, fidelity_metrics, parse_fidelity, run_all, tolerance_for
 from edgekit.goals import higher_is_better
 from edgekit.runtimes import DEFAULT_TARGET
 
@@ -116,8 +116,17 @@ class _Context:
 
         with load(model_ref(path), target=target) as session:
             outputs = run_all(session.run, self.data.heldout)
+            precision = session.info().precision
         pooled = fidelity_metrics(self.refs, outputs, self.opts.output_kinds, self.opts.fidelity.recall_ks)
-        return worst_over_sources(pooled, self.data.heldout_slices(), self.refs, outputs, self.opts.output_kinds)
+        judged = worst_over_sources(pooled, self.data.heldout_slices(), self.refs, outputs, self.opts.output_kinds)
+        return {**judged, "within_gate": within_gate(judged, precision)}
+
+
+def within_gate(metrics: Mapping[str, Any], precision: str) -> bool:
+    """Whether every held-back sample is within the parity gate's per-sample bounds for ``precision``: a
+    candidate whose mean meets the goal while one sample falls out of the gate would fail the convert later."""
+    tol = tolerance_for(precision)
+    return metrics.get("min_cosine", 0.0) >= tol.min_cosine and metrics.get("rel_l2", np.inf) <= tol.rel_l2
 
 
 # per-sample metrics a source can be worse on; set metrics (recall, spearman) need the whole held-back set
@@ -169,8 +178,9 @@ def auto_quantize(
 
 def _meets(goal: FidelityGoal, metrics: Mapping[str, Any]) -> bool:
     """Auto's judgement: a mean must clear the goal with its lower confidence bound, so that a candidate that
-    just scrapes past on the held-back samples (and would miss on other text) is not taken."""
-    return goal.met(metrics, conservative=True)
+    just scrapes past on the held-back samples (and would miss on other text) is not taken; and every sample
+    must be within the parity gate the chosen variant has to pass."""
+    return goal.met(metrics, conservative=True) and bool(metrics.get("within_gate", True))
 
 
 def _schemes(targets: Sequence[str]) -> list[str]:
