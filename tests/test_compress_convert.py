@@ -68,6 +68,11 @@ def test_distillation_without_a_smaller_student_is_refused(tmp_path):
     assert result.returncode == 2 and "needs --prune" in result.stderr and not (tmp_path / "m").exists()
 
 
+def test_a_bad_distillation_time_is_rejected_before_any_work():
+    with pytest.raises(InputError, match="duration"):
+        CompressRequest(prune=0.5, distill=True, distill_time="soon")
+
+
 def test_prune_and_prune_until_together_is_rejected():
     with pytest.raises(InputError, match="not both"):
         CompressRequest(prune=0.5, prune_until="latency<=5ms")

@@ -82,6 +82,12 @@ def convert_command(
     distill_steps: Annotated[
         int | None, typer.Option("--distill-steps", help="Distillation steps (overrides epochs).")
     ] = None,
+    distill_time: Annotated[
+        str | None,
+        typer.Option(
+            "--distill-time", help='Distillation time budget, e.g. "20m" (with epochs/steps: whichever ends first).'
+        ),
+    ] = None,
     distill_loss: Annotated[
         str | None,
         typer.Option("--distill-loss", help="kl, mse or cosine (default: kl for logits, cosine for embeddings)."),
@@ -100,8 +106,8 @@ def convert_command(
     shrink = compress_request(
         prune=prune, prune_until=prune_until, prune_kind=prune_kind, prune_heads=prune_heads,
         prune_importance=prune_importance, distill=distill, distill_data=distill_data, distill_texts=distill_texts,
-        distill_epochs=distill_epochs, distill_steps=distill_steps, distill_loss=distill_loss, distill_lr=distill_lr,
-        targets=target,
+        distill_epochs=distill_epochs, distill_steps=distill_steps, distill_time=distill_time,
+        distill_loss=distill_loss, distill_lr=distill_lr, targets=target,
     )  # fmt: skip
     with status("converting", enabled=not json_out) as say:
         manifest = convert(

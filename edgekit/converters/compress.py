@@ -49,6 +49,7 @@ class CompressRequest:
     distill_texts: int = DISTILL_TEXTS
     distill_epochs: int = 3
     distill_steps: int | None = None
+    distill_time: str | None = None  # a time budget such as "20m": the step count is fitted to it
     distill_loss: str | None = None  # None: cosine for embedding outputs, kl for logits
     distill_lr: float = 1e-4
     distill_batch_size: int = 16
@@ -79,6 +80,10 @@ class CompressRequest:
             )
         if self.distill_texts < 1:
             raise InputError(f"--distill-texts must be at least 1, got {self.distill_texts}")
+        if self.distill_time is not None:
+            from edgekit.converters.distill.options import parse_duration
+
+            parse_duration(self.distill_time)
 
     @property
     def active(self) -> bool:
@@ -102,6 +107,7 @@ def compress_request(
     distill_texts: int = DISTILL_TEXTS,
     distill_epochs: int = 3,
     distill_steps: int | None = None,
+    distill_time: str | None = None,
     distill_loss: str | None = None,
     distill_lr: float = 1e-4,
     targets: Sequence[str] = (),
@@ -114,7 +120,7 @@ def compress_request(
         prune=prune, prune_until=prune_until, prune_kind=prune_kind, prune_heads=prune_heads,
         prune_importance=prune_importance, prune_target=default_prune_target(targets), distill=distill,
         distill_data=distill_data, distill_texts=distill_texts, distill_epochs=distill_epochs,
-        distill_steps=distill_steps, distill_loss=distill_loss, distill_lr=distill_lr,
+        distill_steps=distill_steps, distill_time=distill_time, distill_loss=distill_loss, distill_lr=distill_lr,
     )  # fmt: skip
 
 
@@ -218,6 +224,7 @@ def _distill(
 ) -> tuple[Any, Stage]:
     from edgekit.converters.distill import DistillOptions, distill
     from edgekit.converters.distill.data import specs_from_examples
+    from edgekit.converters.distill.options import parse_duration
 
     assert src.example_inputs is not None
     specs = specs_from_examples(src.example_inputs, src.dynamic_dims)
@@ -226,6 +233,7 @@ def _distill(
     options = DistillOptions(
         loss=loss, epochs=request.distill_epochs, max_steps=request.distill_steps, lr=request.distill_lr,
         batch_size=request.distill_batch_size, project_outputs=False, progress=False,
+        max_seconds=parse_duration(request.distill_time) if request.distill_time is not None else None,
     )  # fmt: skip
     say(f"distilling ({loss}, {len(train)} train / {len(val)} held-out samples)")
     result = distill(student, src.module, train, val or None, options, input_specs=specs)
