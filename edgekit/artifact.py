@@ -13,6 +13,7 @@ import hashlib
 import json
 import platform
 import posixpath
+import warnings
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -84,6 +85,9 @@ class Manifest(BaseModel):
     # empty in artifacts without variants, where every target loads ``model``
     variants: dict[str, str] = Field(default_factory=dict)
     variant_precisions: dict[str, str] = Field(default_factory=dict)
+    # per target, the CPU features an auto-chosen variant was fast because of (INT8: VNNI/AMX); where the CPU that
+    # loads it has none of them, the base model is loaded instead (variant_for)
+    variant_cpu_flags: dict[str, list[str]] = Field(default_factory=dict)
     opset: int = 0
     dynamic_dims: dict[str, PositiveInt] = Field(default_factory=dict)
     stages: list[Stage] = Field(default_factory=list)
@@ -237,7 +241,8 @@ def variant_for(manifest: Manifest, target: str | None, variant: str | None = No
     """The model file a target should load: ``variant`` if given (a file name or a mode such as ``int8``), else
     the target's variant from the manifest, else the base model."""
     if variant is None:
-        return manifest.variants.get(target or "", manifest.model)
+        chosen = manifest.variants.get(target or "", manifest.model)
+        return chosen if cpu_can_run_fast(manifest, target) else manifest.model
     files = {manifest.model, *manifest.variants.values()}
     for name in (variant, f"model.{variant}.onnx"):
         if name in files:
@@ -245,6 +250,24 @@ def variant_for(manifest: Manifest, target: str | None, variant: str | None = No
     if variant in ("fp32", "none", "base"):
         return manifest.model
     raise ArtifactError(f"artifact has no variant {variant!r}; it has: {', '.join(sorted(files))}")
+
+
+def cpu_can_run_fast(manifest: Manifest, target: str | None) -> bool:
+    """Whether this CPU has what ``target``'s auto-chosen variant was chosen for (any of the recorded flags).
+
+    A variant picked because INT8 ran fastest on a VNNI CPU may run slower than FP32 on one without: there the
+    base model (the recorded alternative) is loaded, with a warning; ``variant=`` still loads it explicitly."""
+    from edgekit.cpu import numeric_cpu_flags
+
+    needed = manifest.variant_cpu_flags.get(target or "")
+    if not needed or set(needed) & set(numeric_cpu_flags()):
+        return True
+    warnings.warn(
+        f"{target}'s variant {manifest.variants.get(target or '')} was chosen on a CPU with {', '.join(needed)}; this"
+        f" CPU has none of them, so the base model {manifest.model} is loaded (pass variant= to force it)",
+        stacklevel=3,
+    )
+    return False
 
 
 def artifact_model(directory: Path, manifest: Manifest, rel: str) -> Path:

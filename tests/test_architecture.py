@@ -7,8 +7,8 @@ arrow), except those under ``if TYPE_CHECKING:``.
     cli → package API → {converters, benchmark, runtimes}
     converters → {benchmark, runtimes, sources, core};  benchmark → {runtimes, core}
     runtimes → core;  sources → core;
-    core = errors, specs, fidelity, goals, retrieval, onnxfile, artifact, provenance, paths, staging, _version, text,
-           corpus
+    core = errors, specs, fidelity, goals, retrieval, onnxfile, artifact, provenance, paths, staging, cpu, _version,
+           text, corpus
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "edgekit"
 CORE = {"errors", "specs", "fidelity", "goals", "retrieval", "onnxfile", "artifact", "provenance", "paths", "staging",
-        "_version", "text", "corpus"}  # fmt: skip
+        "cpu", "_version", "text", "corpus"}  # fmt: skip
 ROOMS = {"runtimes", "sources", "converters", "benchmark", "cli"}
 MAX_LINES = 400
 # (importing room or "core", imported room): arrows that would run upward or sideways

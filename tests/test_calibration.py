@@ -134,12 +134,33 @@ def test_text_lines_are_tokenized_split_before_packing_and_packed_to_length(tmp_
     opts = CalibrationOptions(holdout=20, max_length=24, pack_every=3)
     cs = load_calibration(tmp_path / "s.txt", TEXT, opts, tokenizer=find_tokenizer(tmp_path))
     assert tokenizer == find_tokenizer(tmp_path)
-    assert len(cs.heldout) == 20 and len(cs.calibration) == 40
+    assert len(cs.heldout) == 40 and len(cs.calibration) == 40  # 20 held-back lines + 20 from the corpus
+    assert cs.details["heldout_sources"] == {str(tmp_path / "s.txt"): 20, "corpus": 20}
     assert all(set(f) == {"input_ids", "attention_mask"} and f["input_ids"].dtype == np.int64 for f in cs.calibration)
     lengths = sorted(f["input_ids"].shape[1] for f in cs.calibration)
     assert lengths[0] < 9 and lengths[-1] > 9  # natural sentences and packed long sequences
-    assert max(f["input_ids"].shape[1] for f in cs.heldout) < 9  # held-back lines are never packed
+    assert max(f["input_ids"].shape[1] for f in cs.heldout[:20]) < 9  # held-back lines are never packed
     assert cs.details["packed_samples"] > 0
+
+
+def test_text_is_also_judged_on_the_corpus_evaluation_split_across_lengths():
+    """Held-back text from the user's file resembles their calibration text; the corpus's evaluation split
+    (never trained or calibrated on) is of another kind, spread over its lengths, some packed to full length."""
+    from edgekit.converters.calibration import corpus_heldout_texts
+    from edgekit.corpus import eval_texts, train_texts
+    from edgekit.sources import bundled_minilm_dir
+    from edgekit.text import TextEncoder
+
+    encoder = TextEncoder(bundled_minilm_dir() / "tokenizer.json", TEXT)
+    picked = corpus_heldout_texts(64, 4, encoder)
+    assert picked == corpus_heldout_texts(64, 4, encoder) and len(picked) == 64
+    singles = [t for t in picked if t in set(eval_texts())]
+    assert len(singles) >= 48 and not set(singles) & set(train_texts())
+    lengths = sorted(len(t) for t in singles)
+    assert lengths[-1] > 3 * lengths[0]  # short and long sentences, not one length
+    packed = [len(e.ids) for e in encoder.encodings([t for t in picked if t not in singles])]
+    assert packed and max(packed) > 0.8 * encoder.max_length  # near full-length samples too
+    assert corpus_heldout_texts(0, 4, encoder) == []
 
 
 def test_text_without_a_tokenizer_is_an_input_error(tmp_path):

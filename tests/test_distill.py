@@ -410,6 +410,16 @@ def cli_files(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def test_cli_metric_choice_reaches_the_validation(cli_files: Path) -> None:
+    out = cli_files / "agree.pt"
+    args = ["distill", "--teacher", f"{cli_files}/models.py:teacher", "--student", f"{cli_files}/models.py:student",
+            "--data", cli_files / "train.npz", "--val-data", cli_files / "val.npz", "--steps", "4",
+            "--metric", "agreement", "-o", out, "--json"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", LAUNCH, *map(str, args)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["metric"] == "agreement"  # auto would be accuracy: the data has labels
+
+
 def test_cli_distills_and_saves_a_loadable_state_dict(cli_files: Path) -> None:
     out = cli_files / "out" / "student.pt"
     args = ["distill", "--teacher", f"{cli_files}/models.py:teacher", "--student", f"{cli_files}/models.py:student",
@@ -439,6 +449,13 @@ def _app() -> typer.Typer:
         (["--data", "train.npz"], "student3", "teacher output shape [4, 4] and student output shape [4, 3]"),
         (["--data", "train.npz", "--epochs", "1", "--steps", "2"], "student", "give --epochs or --steps, not both"),
         (["--data", "missing.npz"], "student", "distillation data not found"),
+        (
+            ["--data", "train.npz", "--val-data", "val.npz", "--metric", "spearman"],
+            "student",
+            "metric spearman does not apply to loss kl",
+        ),
+        (["--data", "train.npz", "--metric", "cosine"], "student", "--metric cosine judges the student on validation"),
+        (["--data", "train.npz", "--val-data", "val.npz", "--metric", "bleu"], "student", "bleu"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(cli_files: Path, extra: list, student: str, needle: str,

@@ -41,6 +41,7 @@ def bench(
     fidelity: bool = True,
     allow_pickle: bool = False,
     timeout_s: float = 900.0,
+    texts: str | Path | Sequence[str] | None = None,
     progress: ProgressFn | None = None,
 ) -> BenchReport:
     """Time ``models`` on ``targets`` (default: every available runtime) and return a :class:`BenchReport`.
@@ -55,11 +56,16 @@ def bench(
     model in order), or with ``trust_source=True`` the one each manifest records, after its sha256 matched
     (else :class:`~edgekit.errors.ArtifactError`). Otherwise the reference is the default runtime's FP32 output
     and nothing the manifest names is imported. ``allow_pickle`` is still needed for a pickled source.
-    Bad usage raises :class:`~edgekit.errors.InputError`; a target that fails only fails its own row
+    ``texts`` (a file with one text per line, or the texts) times text embedding end to end instead:
+    :class:`edgekit.Embedder` ``.encode`` on the texts at their natural lengths, ``batches`` texts per call
+    (default 32), every round a whole pass; ``baseline="sentence-transformers"`` then also times
+    ``SentenceTransformer.encode`` of the source directory (``baseline_source`` or ``trust_source``) and is the
+    fidelity reference. Bad usage raises :class:`~edgekit.errors.InputError`; a target that fails only fails its own row
     (``report.exit_code`` is then 1).
     """
     from edgekit.benchmark.plan import BenchConfig, parse_shape
     from edgekit.benchmark.runner import run_bench
+    from edgekit.benchmark.textbench import load_bench_texts
     from edgekit.errors import InputError
 
     model_list = [models] if isinstance(models, str | Path) else list(models)
@@ -93,6 +99,7 @@ def bench(
         allow_pickle=allow_pickle,
         timeout_s=timeout_s,
         target_options={k: dict(v) for k, v in (target_options or {}).items()},
+        texts=load_bench_texts(texts) if texts is not None else (),
     )
     return run_bench(model_list, target_list, shape_map, batch_list, config, progress)
 

@@ -4,40 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 from typing import Any
 
 from edgekit.benchmark.plan import BenchConfig
 from edgekit.benchmark.stats import HIGH_CV, PERCENTILE_METHOD
+from edgekit.cpu import NUMERIC_CPU_FLAGS, cpu_model, numeric_cpu_flags
 
-
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo, else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-# CPU features that change numerics: INT8 dot products (VNNI, AMX), bf16/fp16 arithmetic (OpenVINO runs FP32
-# models in bf16 by default where it is native) and summation order (AVX2 vs AVX-512 kernels).
-NUMERIC_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
-                     "amx_int8", "amx_fp16")  # fmt: skip
-
-
-def numeric_cpu_flags() -> list[str]:
-    """Which of :data:`NUMERIC_CPU_FLAGS` this CPU has (from /proc/cpuinfo; empty where it cannot be read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("flags", "features")):
-                present = set(line.split(":", 1)[1].split())
-                return [flag for flag in NUMERIC_CPU_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
+__all__ = ["NUMERIC_CPU_FLAGS", "cpu_model", "machine_facts", "method_facts", "numeric_cpu_flags"]
 
 
 def machine_facts() -> dict[str, Any]:
@@ -67,7 +40,7 @@ def method_facts(config: BenchConfig) -> dict[str, Any]:
     headline = "p90 latency of a single-stream loop (one request at a time)"
     if config.mode == "throughput":
         headline = "items/s with batches (OpenVINO: AsyncInferQueue, THROUGHPUT hint; others: synchronous loop)"
-    return {
+    facts = {
         "mode": config.mode,
         "headline": headline,
         "percentiles": PERCENTILE_METHOD,
@@ -91,4 +64,31 @@ def method_facts(config: BenchConfig) -> dict[str, Any]:
         "seed": config.seed,
         "fidelity_inputs": "random inputs (seed + 1) at the first batch's sizes with the batch raised to 8; for an"
         " artifact that embeds text, 256 generated held-back sentences (edgekit.benchmark.texts) in one batch",
+    }
+    return {**facts, **_text_facts(config)} if config.texts else facts
+
+
+def _text_facts(config: BenchConfig) -> dict[str, Any]:
+    """What changes with ``--texts``: the unit, the timer, the reference and which texts."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(config.texts).encode("utf-8")).hexdigest()
+    lengths = [len(t) for t in config.texts]
+    return {
+        "mode": "texts",
+        "headline": "texts/s of encode over whole passes of the texts at their natural lengths (batch = texts per"
+        " call); latency is per call",
+        "timer": "time.perf_counter_ns around one encode call of one batch: tokenizing, length-sorted batching,"
+        " padding to the batch's longest text, the run and the output; sentence-transformers: its own encode"
+        " (torch eager, CPU, same threads)",
+        "texts": {
+            "count": len(config.texts),
+            "sha256": digest,
+            "chars_min": min(lengths),
+            "chars_max": max(lengths),
+            "chars_mean": round(sum(lengths) / len(lengths), 1),
+        },
+        "speedup": "median over rounds of the per-round ratio of texts/s (and of latency) to the baseline, same run",
+        "fidelity_inputs": "256 generated held-back sentences (edgekit.benchmark.texts) encoded by each target;"
+        " reference: sentence-transformers' encode when it is the baseline, else the default runtime",
     }

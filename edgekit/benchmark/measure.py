@@ -55,8 +55,16 @@ class LatencyResult:
     p50_ms: float
     p90_ms: float
     rounds_p50_ms: list[float] = field(default_factory=list)
+    samples_ms: list[list[float]] = field(default_factory=list)  # every timed run, per round
     iterations: int = 0
     precision: str = ""
+
+    @property
+    def spread(self) -> float:
+        """How far apart this candidate's rounds were: (max - min) / median of the per-round p50s."""
+        if len(self.rounds_p50_ms) < 2 or not self.p50_ms:
+            return 0.0
+        return (max(self.rounds_p50_ms) - min(self.rounds_p50_ms)) / self.p50_ms
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -94,6 +102,7 @@ def _combine(rounds: list[dict[str, Any]]) -> LatencyResult:
         p50_ms=float(statistics.median(s.p50 for s in stats)),
         p90_ms=float(statistics.median(s.p90 for s in stats)),
         rounds_p50_ms=[round(s.p50, 4) for s in stats],
+        samples_ms=[[round(ns / 1e6, 4) for ns in r["samples_ns"]] for r in rounds],
         iterations=sum(s.n for s in stats),
         precision=str((rounds[-1].get("info") or {}).get("precision", "")),
     )

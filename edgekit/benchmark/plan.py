@@ -20,7 +20,8 @@ from edgekit.runtimes.base import ModelRef
 from edgekit.specs import DEFAULT_DIM_SIZES, TensorSpec
 
 MODES = ("latency", "throughput")
-BASELINES = ("torch",)
+BASELINES = ("torch", "sentence-transformers")  # the second times SentenceTransformer.encode, with --texts only
+TEXT_BATCH = 32  # --texts without --batch: Embedder.encode's and sentence-transformers' default batch size
 FIDELITY_BATCH = 8  # samples compared per model: enough for a top-1 agreement to mean something
 
 
@@ -49,6 +50,8 @@ class BenchConfig:
     max_iterations: int = 1_000_000
     lenient_shapes: bool = False  # several models: a --shape applies to the models that have that name
     target_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # --texts: time Embedder.encode on these texts at their natural lengths instead of Session.run on feeds
+    texts: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         _positive_int("iterations", self.iterations)
@@ -68,6 +71,23 @@ class BenchConfig:
         if self.threads is not None:
             _positive_int("threads", self.threads)
         check_source_choice(self.baseline, self.baseline_sources, self.trust_source)
+        self._check_text_mode()
+
+    def _check_text_mode(self) -> None:
+        """What does not go with ``--texts`` (and what needs it), refused before anything runs."""
+        if not self.texts:
+            if self.baseline == "sentence-transformers":
+                raise InputError("--baseline sentence-transformers times SentenceTransformer.encode on real text:"
+                                 " give --texts FILE")  # fmt: skip
+            return
+        if self.mode != "latency":
+            raise InputError("--texts times Embedder.encode call by call; --mode throughput does not apply to it")
+        if self.baseline == "torch":
+            raise InputError("with --texts the baseline is the source model's own encode: use --baseline"
+                             " sentence-transformers (--baseline torch times Session-style feeds)")  # fmt: skip
+        if self.baseline and importlib.util.find_spec("sentence_transformers") is None:
+            raise RuntimeUnavailableError("--baseline sentence-transformers needs sentence-transformers installed"
+                                          " here: pip install sentence-transformers")  # fmt: skip
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -214,6 +234,18 @@ def onnx_file_bytes(path: Path) -> int:
     return total
 
 
+def target_model_bytes(plan: ModelPlan, target: str) -> int:
+    """The size of the file ``target`` runs: an artifact's variant for it (model.int8.onnx is a quarter of
+    model.onnx), else the model."""
+    manifest = plan.ref.manifest
+    if manifest is None or not plan.path.is_dir():
+        return plan.model_bytes
+    from edgekit.artifact import variant_for
+
+    name = variant_for(manifest, target)
+    return plan.model_bytes if name == manifest.model else onnx_file_bytes(plan.path / name)
+
+
 def plan_model(
     model: str | Path,
     shapes: Mapping[str, Sequence[int]],
@@ -229,6 +261,8 @@ def plan_model(
     ref = model_ref(path)
     manifest = ref.manifest
     torch_source = _torch_source(path, ref, baseline_source, config)
+    if config.texts:
+        return _text_plan(path, ref, torch_source, shapes, batches, config)
     known = shape_names(ref.inputs)
     shapes = {k: v for k, v in shapes.items() if k in known or not config.lenient_shapes}
     base = {k: int(v) for k, v in (manifest.dynamic_dims if manifest else {}).items() if k != "batch"}
@@ -246,6 +280,28 @@ def plan_model(
         fidelity_dims[bsym] = max(fidelity_dims[bsym], FIDELITY_BATCH)
     name = path.name if path.is_dir() else path.stem
     return ModelPlan(path, name, ref, torch_source, ranges, onnx_file_bytes(ref.path), cases, fidelity_dims)
+
+
+def _text_plan(
+    path: Path,
+    ref: ModelRef,
+    torch_source: str | None,
+    shapes: Mapping[str, Sequence[int]],
+    batches: Sequence[int] | None,
+    config: BenchConfig,
+) -> ModelPlan:
+    """``--texts``: the model must embed text; batches are texts per ``encode`` call (default 32), lengths are the
+    texts' own."""
+    from edgekit.runtimes.embedder import embedding_output_of
+
+    if shapes:
+        raise InputError("--shape does not apply with --texts: texts run at their natural lengths")
+    embedding_output_of(path, ref)  # InputError for a model that is not a text-embedding artifact
+    if config.baseline == "sentence-transformers" and not (torch_source and Path(torch_source).is_dir()):
+        raise InputError(f"--baseline sentence-transformers loads a model directory; {torch_source} is not one")
+    cases = [CasePlan(batch=b, dims={}, shapes={}) for b in batches or (TEXT_BATCH,)]
+    name = path.name if path.is_dir() else path.stem
+    return ModelPlan(path, name, ref, torch_source, {}, onnx_file_bytes(ref.path), cases, {})
 
 
 def _torch_source(path: Path, ref: ModelRef, named: str | None, config: BenchConfig) -> str | None:

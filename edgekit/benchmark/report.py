@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,21 @@ _SHORT = {"1st run ms": "1st ms", "cache cold→warm ms": "cache c→w ms", "pea
           "device/providers": "device", "precision": "prec", "reference": "ref", "min cosine": "cosine"}  # fmt: skip
 _NUMERIC = ("ms", "std", "CV", "/s", "speedup", "batch", "RSS", "size", "cosine", "abs", "err", "top-1", "recall",
             "spearman")  # fmt: skip
+
+
+_HEADLINE = {"latency": "p90", "texts": "texts/s"}
+
+
+def _header(name: str, report: BenchReport, *, short: bool = True) -> str:
+    """A column's header; with ``--texts`` the items counted are texts."""
+    if name == "items/s" and report.method["mode"] == "texts":
+        return "texts/s"
+    return _SHORT.get(name, name) if short else name
+
+
+def _short_reference(name: str | None) -> str:
+    """The fidelity reference in a column that fits; "st" is sentence-transformers (the method lines say so)."""
+    return "st" if name == "sentence-transformers" else (name or "-")
 
 
 def _f(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
@@ -99,7 +114,7 @@ def fidelity_cells(r: TargetResult) -> list[str]:
     fid = r.fidelity or {}
     ok = "-" if not fid else ("yes" if fid.get("passed") else "NO")
     return [
-        r.model_name, r.target, (r.session or {}).get("precision", "-"), fid.get("reference", "-"),
+        r.model_name, r.target, (r.session or {}).get("precision", "-"), _short_reference(fid.get("reference")),
         _f(fid.get("min_cosine"), ".6f"), *_retrieval_cells(fid), _f(fid.get("max_abs"), ".3g"),
         _f(fid.get("rel_l2"), ".3g"),
         _f(fid.get("top1_agreement"), ".0%"), ok,
@@ -134,7 +149,16 @@ def method_lines(report: BenchReport) -> list[str]:
         f"machine: {machine['cpu_model']}, {machine['usable_cores']} usable of {machine['logical_cores']} cores, "
         f"{machine['system']}, python {machine['python']}",
         f"CPU features that change numerics: {' '.join(machine.get('cpu_flags') or []) or 'none edgekit knows'}",
+        *_text_lines(m),
     ]
+
+
+def _text_lines(method: dict[str, Any]) -> list[str]:
+    texts = method.get("texts")
+    if not texts:
+        return []
+    return [f"texts: {texts['count']} (sha256 {texts['sha256'][:12]}), {texts['chars_min']}-{texts['chars_max']}"
+            " characters; every call tokenizes, batches and runs (ref st = sentence-transformers' encode)"]  # fmt: skip
 
 
 def _terminal_hidden(report: BenchReport) -> set[str]:
@@ -159,7 +183,7 @@ def tables(report: BenchReport, *, with_warnings: bool = True) -> list[Renderabl
     for title, columns, cells in SECTIONS:
         if title == "latency":
             mode = report.method["mode"]
-            title = f"edgekit bench · {mode} (headline: {'p90' if mode == 'latency' else 'items/s'})"
+            title = f"edgekit bench · {mode} (headline: {_HEADLINE.get(mode, 'items/s')})"
         table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold underline")
         keep = [i for i, c in enumerate(columns) if c not in hidden]
         rows = [cells(r) for r in report.results]
@@ -167,7 +191,7 @@ def tables(report: BenchReport, *, with_warnings: bool = True) -> list[Renderabl
             name, widest = columns[i], max((len(row[i]) for row in rows), default=1)
             numeric = name.endswith(_NUMERIC)
             floor = widest if numeric or name in ("model", "target") else None
-            table.add_column(_SHORT.get(name, name), justify="right" if numeric else "left", min_width=floor,
+            table.add_column(_header(name, report), justify="right" if numeric else "left", min_width=floor,
                              overflow="fold")  # fmt: skip
         for r, row in zip(report.results, rows, strict=True):
             if columns is LATENCY_COLUMNS and not r.ok:
@@ -223,7 +247,7 @@ def csv_text(report: BenchReport) -> str:
     return buf.getvalue()
 
 
-def _md_table(header: tuple[str, ...], rows: list[list[str]]) -> list[str]:
+def _md_table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
     def esc(cell: str) -> str:
         return cell.replace("|", "\\|")
 
@@ -239,7 +263,7 @@ def markdown_text(report: BenchReport) -> str:
              f"{report.created} · edgekit {report.edgekit_version} · {m['cpu_model']} · "
              f"{m['usable_cores']} cores · {m['system']}", ""]  # fmt: skip
     for title, columns, cells in SECTIONS:
-        table = _md_table(columns, [cells(r) for r in report.results])
+        table = _md_table([_header(c, report, short=False) for c in columns], [cells(r) for r in report.results])
         lines += [f"## {title[0].upper()}{title[1:]}", "", *table, ""]
     lines += ["## Method", ""] + [f"- {line}" for line in method_lines(report)]
     libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items())

@@ -25,7 +25,8 @@ edgekit bench JSON (schema "edgekit.bench/1"). Times are milliseconds unless the
   "schema": "edgekit.bench/1",
   "created": ISO-8601 UTC, "edgekit_version": str, "parent_pid": int (the process that orchestrated),
   "method": {
-    "mode": "latency" | "throughput",
+    "mode": "latency" | "throughput" | "texts" (--texts: Embedder.encode on real text),
+    "texts": {"count", "sha256", "chars_min", "chars_max", "chars_mean"} (texts mode only),
     "headline": what the headline number is (p90 of a single-stream loop in latency mode),
     "percentiles": how percentiles are computed (numpy linear interpolation, type 7),
     "std": "sample standard deviation (ddof=1)", "cv": "std / mean", "cv_warning_above": 0.10,
@@ -40,13 +41,16 @@ edgekit bench JSON (schema "edgekit.bench/1"). Times are milliseconds unless the
               "libraries": {name: version}},
   "warnings": [str],                      # high CV, failed reference, ... (also shown in the terminal)
   "results": [{                           # one per (model, target, batch)
-    "model": path, "model_name": str, "target": "onnxruntime" | "openvino" | "tensorrt" | "torch" | ...,
+    "model": path, "model_name": str,
+    "target": "onnxruntime" | "openvino" | "tensorrt" | "torch" | "sentence-transformers" (texts mode) | ...,
     "is_baseline": bool, "batch": int, "shapes": {input: [dims]},
     "status": "ok" | "failed", "error": str | null (why the row failed: one line),
     "latency_ms": {n, min, mean, std, cv, p50, p90, p95, p99, max} | null   (all rounds pooled),
     "high_cv": bool,
-    "throughput": {"items_per_s": median over rounds, "api": str, "infer_requests": int, "streams": int?} | null,
-    "speedup": {"vs": "torch", "p50": float, "p90": float, "items_per_s": float?, "method": str} | null,
+    "throughput": {"items_per_s": median over rounds, "api": str, "infer_requests": int, "streams": int?,
+                   texts mode: "unit": "texts", "passes": int, "texts_per_pass": int} | null,
+    "speedup": {"vs": the baseline's target, "p50": float, "p90": float, "items_per_s": float?, "method": str}
+               | null,
     "cold_start": {
       "load_ms": median over rounds of session creation (compile) in a fresh process, runtime already imported
                  (TensorRT rounds share one private plan cache: round 1 builds, later rounds load the plan),
@@ -59,9 +63,9 @@ edgekit bench JSON (schema "edgekit.bench/1"). Times are milliseconds unless the
     "model_bytes": ONNX file + external data (torch: parameter and buffer bytes in memory),
     "session": {"target", "device", "device_kind" (cpu | gpu | npu), "precision" (effective), "backend_version",
                 "providers", "threads" (read back from the runtime, null where it does not apply), "details"},
-    "fidelity": null | {"reference": "torch" | "onnxruntime", "precision", "tolerance": {rel_l2, max_rel,
-                 min_cosine, mean_cosine} (null: that bound does not apply), "passed": bool, "min_cosine",
-                 "max_abs", "rel_l2" (worst sample's ||got-ref||/||ref||),
+    "fidelity": null | {"reference": "torch" | "sentence-transformers" | "onnxruntime", "precision",
+                 "tolerance": {rel_l2, max_rel, min_cosine, mean_cosine} (null: that bound does not apply),
+                 "passed": bool, "min_cosine", "max_abs", "rel_l2" (worst sample's ||got-ref||/||ref||),
                  "top1_agreement" (outputs of kind "classifier" in the manifest, else null),
                  "recall@10", "spearman" (outputs of kind "embedding", over "retrieval_texts" texts: for a text
                  artifact 256 generated held-back sentences; null where not measured),

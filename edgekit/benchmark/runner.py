@@ -20,9 +20,18 @@ import numpy as np
 
 from edgekit.benchmark.facts import machine_facts, method_facts
 from edgekit.benchmark.fidelity import fidelity_report
-from edgekit.benchmark.plan import BASELINES, BenchConfig, ModelPlan, plan_models, resolve_targets, torch_available
+from edgekit.benchmark.plan import (
+    BASELINES,
+    BenchConfig,
+    ModelPlan,
+    plan_models,
+    resolve_targets,
+    target_model_bytes,
+    torch_available,
+)
 from edgekit.benchmark.results import BenchReport, RoundResult, TargetResult
 from edgekit.benchmark.stats import HIGH_CV, paired_ratio
+from edgekit.benchmark.textbench import text_requests
 from edgekit.benchmark.texts import text_fidelity_feeds
 from edgekit.fidelity import output_kinds
 from edgekit.runtimes import DEFAULT_TARGET, runtime_capabilities
@@ -120,7 +129,7 @@ def timing_request(target: str, config: BenchConfig) -> dict[str, Any]:
     return {
         "target": target,
         "threads": config.threads,
-        "precision": None if target == "torch" else config.precision,
+        "precision": None if target in BASELINES else config.precision,
         "options": options,
         "mode": config.mode,
         "iterations": config.iterations,
@@ -148,25 +157,29 @@ def _build_rows(plans: list[ModelPlan], targets: list[str], config: BenchConfig,
     """One row per (model, batch, target); a runtime that caches by default (TensorRT) gets a private cache dir,
     so the user's cache is neither used nor filled."""
     rows: list[_Row] = []
-    order = (["torch"] if config.baseline == "torch" else []) + targets
+    order = ([config.baseline] if config.baseline else []) + targets
+    text_keys = text_requests(plans, config, work)
     for m, plan in enumerate(plans):
         for c, case in enumerate(plan.cases):
             feeds = work / f"m{m}_c{c}.npz"
-            np.savez(feeds, **random_feeds(plan.ref.inputs, case.dims, seed=config.seed, int_range=plan.int_ranges))
+            if not config.texts:
+                feeds_of = random_feeds(plan.ref.inputs, case.dims, seed=config.seed, int_range=plan.int_ranges)
+                np.savez(feeds, **feeds_of)
             for target in order:
                 result = TargetResult(
                     model=str(plan.path), model_name=plan.name, target=target, batch=case.batch,
-                    shapes=case.shapes, is_baseline=target == "torch",
-                    model_bytes=None if target == "torch" else plan.model_bytes,
+                    shapes=case.shapes, is_baseline=target in BASELINES,
+                    model_bytes=None if target in BASELINES else target_model_bytes(plan, target),
                 )  # fmt: skip
                 row = _Row(result, plan, c, _request(plan, target, feeds, config, case.batch))
+                row.request.update(text_keys[m])
                 if _capabilities(target).caches_by_default:
                     row.request["cache_dir"] = str(work / f"{target}_m{m}")
                 if config.fidelity and c == 0:
                     row.outputs_path = work / f"out_m{m}_{target}.npz"
                     row.request["fidelity_feeds"] = str(work / f"m{m}_fidelity.npz")
                 rows.append(row)
-        if config.fidelity:  # a text-embedding artifact is judged on generated held-back sentences, others on noise
+        if config.fidelity and not config.texts:  # text artifacts: generated held-back sentences, others: noise
             fid = text_fidelity_feeds(plan) or random_feeds(
                 plan.ref.inputs, plan.fidelity_dims, seed=config.seed + 1, int_range=plan.int_ranges
             )
@@ -184,22 +197,20 @@ def _load_outputs(path: Path | None) -> dict[str, np.ndarray] | None:
 def _reference(
     plan: ModelPlan, rows: list[_Row], config: BenchConfig, spawn: _Spawner, work: Path, warnings: list[str]
 ) -> tuple[str, dict[str, np.ndarray]] | None:
-    """Reference outputs for one model: torch from the source the user allowed (named, or recorded and trusted)
-    when it loads, else the default runtime as stored."""
+    """Reference outputs for one model: the baseline's (torch, or sentence-transformers with ``--texts``) when it
+    ran, else torch from the source the user allowed (named, or recorded and trusted) when it loads, else the
+    default runtime as stored."""
     mine = [r for r in rows if r.plan is plan and r.case == 0]
     by_target = {r.result.target: r for r in mine}
-    if "torch" in by_target and by_target["torch"].outputs is not None:
-        return "torch", by_target["torch"].outputs
+    for base in (b for b in BASELINES if b in by_target):
+        if by_target[base].outputs is not None:
+            return base, by_target[base].outputs
+        warnings.append(f"{plan.name}: {base} baseline failed, fidelity falls back to {DEFAULT_TARGET}")
     default = DEFAULT_TARGET
-    if "torch" in by_target:
-        warnings.append(f"{plan.name}: torch baseline failed, fidelity falls back to {default}")
-    elif plan.torch_source and not torch_available():
-        warnings.append(f"{plan.name}: torch is not installed, so fidelity is against {default}, not the source")
-    elif plan.torch_source:
-        answer, outputs = _outputs_only(plan, "torch", mine[0], config, spawn, work)
+    if not (config.texts or any(b in by_target for b in BASELINES)):  # the torch Session takes feeds, not texts
+        outputs = _torch_reference(plan, mine[0], config, spawn, work, warnings)
         if outputs is not None:
             return "torch", outputs
-        warnings.append(f"{plan.name}: torch reference unavailable ({answer.get('error')}); using {default}")
     row = by_target.get(default)
     if row is not None and row.outputs is not None and config.precision is None:
         return default, row.outputs
@@ -213,6 +224,21 @@ def _reference(
         warnings.append(f"{plan.name}: no fidelity reference: {default} failed ({answer.get('error')})")
         return None
     return default, outputs
+
+
+def _torch_reference(
+    plan: ModelPlan, like: _Row, config: BenchConfig, spawn: _Spawner, work: Path, warnings: list[str]
+) -> dict[str, np.ndarray] | None:
+    """Outputs of the torch source the user allowed, run for the reference only; None (and why) when it cannot."""
+    if not plan.torch_source:
+        return None
+    if not torch_available():
+        warnings.append(f"{plan.name}: torch is not installed, so fidelity is against {DEFAULT_TARGET}, not the source")
+        return None
+    answer, outputs = _outputs_only(plan, "torch", like, config, spawn, work)
+    if outputs is None:
+        warnings.append(f"{plan.name}: torch reference unavailable ({answer.get('error')}); using {DEFAULT_TARGET}")
+    return outputs
 
 
 def _outputs_only(
@@ -291,9 +317,10 @@ def _speedups(rows: list[_Row], mode: str) -> None:
         if base is None or row is base or not (base.result.ok and row.result.ok):
             continue
 
-        speed: dict[str, Any] = {"vs": "torch", "p50": paired_ratio(_per_round(base, "p50"), _per_round(row, "p50"))}
+        p50 = paired_ratio(_per_round(base, "p50"), _per_round(row, "p50"))
+        speed: dict[str, Any] = {"vs": base.result.target, "p50": p50}
         speed["p90"] = paired_ratio(_per_round(base, "p90"), _per_round(row, "p90"))
-        if mode == "throughput":
+        if mode in ("throughput", "texts"):
             ips = [(x.throughput or {}).get("items_per_s") for x in row.result.rounds]
             base_ips = [(x.throughput or {}).get("items_per_s") for x in base.result.rounds]
             speed["items_per_s"] = paired_ratio(ips, base_ips)
@@ -344,11 +371,11 @@ def run_bench(
             _cache_starts(rows, spawn, work)
         warnings = _fidelity(plans, rows, config, spawn, work) if config.fidelity else []
         spawn.finish()
-    _speedups(rows, config.mode)
+    _speedups(rows, "texts" if config.texts else config.mode)
     results = [r.result for r in rows]
     for r in results:
         lat = r.latency
-        if lat is not None and r.high_cv:
+        if lat is not None and r.high_cv and not config.texts:  # with texts, latency follows each text's length
             warnings.append(
                 f"high variation on {r.model_name} · {r.target} · batch {r.batch}: CV {lat.cv:.0%} > {HIGH_CV:.0%};"
                 " the machine was noisy, trust ratios over absolute times and rerun with more rounds"

@@ -27,9 +27,9 @@ def check_source_choice(baseline: str | None, named: Sequence[str], trust: bool)
     """Fail before any work when the options cannot give a torch source, or give two."""
     if named and trust:
         raise InputError("give --baseline-source SOURCE or --trust-source, not both")
-    if baseline == "torch" and not named and not trust:
+    if baseline is not None and not named and not trust:
         raise InputError(
-            "--baseline torch runs the original PyTorch model, and edgekit never runs code an artifact names:"
+            f"--baseline {baseline} runs the original PyTorch model, and edgekit never runs code an artifact names:"
             " pass --baseline-source SOURCE, or --trust-source to run the source the manifest records once its"
             " sha256 matches"
         )

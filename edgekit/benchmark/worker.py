@@ -10,6 +10,8 @@ Request keys: ``target`` (a runtime name, or ``"torch"``: the baseline Session, 
 ``source``), ``model`` (artifact dir or .onnx), ``threads``, ``precision``, ``options``, ``cache_dir``,
 ``feeds`` (.npz), ``measure`` (bool), ``mode`` (latency|throughput), ``iterations``, ``duration_s``,
 ``warmup_iterations``, ``warmup_s``, ``max_iterations``, ``fidelity_feeds`` and ``outputs_path`` (.npz).
+Text mode (``edgekit bench --texts``): ``texts`` and ``fidelity_texts`` (JSON lists of strings) and
+``embedding_output`` replace the feeds; ``target`` may then be ``"sentence-transformers"``, the baseline.
 """
 
 from __future__ import annotations
@@ -130,7 +132,12 @@ def _measure(session: Session, feeds: Feeds, req: Mapping[str, Any], result: dic
 
 
 def execute(req: Mapping[str, Any]) -> dict[str, Any]:
-    """Do what ``req`` asks and return the result dict (``ok`` false with ``error`` and ``stage`` on failure)."""
+    """Do what ``req`` asks and return the result dict (``ok`` false with ``error`` and ``stage`` on failure).
+
+    With ``texts`` in the request the worker times text embedding end to end (:mod:`edgekit.benchmark.textbench`)
+    instead of ``Session.run`` on fixed feeds."""
+    if req.get("texts"):
+        return _execute_texts(req)
     result: dict[str, Any] = {"ok": False, "pid": os.getpid(), "target": req.get("target")}
     stage = "import"
     try:
@@ -160,11 +167,53 @@ def execute(req: Mapping[str, Any]) -> dict[str, Any]:
         session.close()
         result["ok"] = True
     except BaseException as exc:  # the parent reports it in the target's row; the process must still answer
-        result["stage"] = stage
-        result["error"] = one_line(exc, limit=600)
-        result["traceback"] = traceback.format_exc(limit=8)
-        result["peak_rss_bytes"] = peak_rss_bytes()
+        _failed(result, stage, exc)
     return result
+
+
+def _execute_texts(req: Mapping[str, Any]) -> dict[str, Any]:
+    """The same stages as :func:`execute`, for ``Embedder.encode`` or ``SentenceTransformer.encode`` on texts."""
+    from edgekit.benchmark import textbench
+
+    result: dict[str, Any] = {"ok": False, "pid": os.getpid(), "target": req.get("target")}
+    stage = "import"
+    try:
+        t0 = time.perf_counter()
+        if req["target"] != textbench.ST_BASELINE:
+            _import_runtime(req["target"])
+        textbench.import_text_backend(req["target"])
+        result["import_s"] = time.perf_counter() - t0
+        result["rss_after_import_bytes"] = peak_rss_bytes()
+        batch = int(req.get("batch") or 1)
+        chunks = textbench.batches_of(textbench.read_json_texts(req["texts"]), batch)
+        stage = "load"
+        t0 = time.perf_counter()
+        runner = textbench.open_text_runner(req)
+        result["load_s"] = time.perf_counter() - t0
+        result["info"] = runner.info()
+        stage = "first inference"
+        t0 = time.perf_counter()
+        runner.encode(chunks[0], batch)
+        result["first_inference_s"] = time.perf_counter() - t0
+        if req.get("measure", True):
+            stage = "timing"
+            result.update(textbench.time_passes(runner, chunks, batch, req))
+        if req.get("outputs_path"):
+            stage = "fidelity run"
+            np.savez(req["outputs_path"], **textbench.fidelity_vectors(runner, req))
+        result["peak_rss_bytes"] = peak_rss_bytes()
+        runner.close()
+        result["ok"] = True
+    except BaseException as exc:  # as in execute: the row says why
+        _failed(result, stage, exc)
+    return result
+
+
+def _failed(result: dict[str, Any], stage: str, exc: BaseException) -> None:
+    result["stage"] = stage
+    result["error"] = one_line(exc, limit=600)
+    result["traceback"] = traceback.format_exc(limit=8)
+    result["peak_rss_bytes"] = peak_rss_bytes()
 
 
 @contextlib.contextmanager

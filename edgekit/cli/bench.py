@@ -30,7 +30,10 @@ _HELP = {
     "duration": "Minimum timed seconds per round.",
     "warmup": "Minimum warm-up seconds per round (and at least 5 runs).",
     "mode": "latency (single stream) or throughput (batches; OpenVINO async requests and streams).",
-    "baseline": "'torch': also time the original PyTorch model (eager; needs --baseline-source or --trust-source).",
+    "baseline": "'torch': also time the original PyTorch model (eager); with --texts, 'sentence-transformers': time"
+    " SentenceTransformer.encode of the source directory. Either needs --baseline-source or --trust-source.",
+    "texts": "Time Embedder.encode on these texts (one per line, blank lines skipped) at their natural lengths:"
+    " --batch is texts per call (default 32), every round encodes them all; reports texts/s.",
     "baseline_source": "The PyTorch source for the torch baseline and fidelity reference, e.g. model.py:make"
     " (once for every model, or once per model in order). Without it nothing the artifact names is run.",
     "trust_source": "Use the source the artifact records, after checking its recorded sha256 (exit 2 if it changed).",
@@ -51,6 +54,7 @@ def bench_command(
     target: Annotated[_Strs, typer.Option("--target", "-t", help=_HELP["target"])] = [],  # noqa: B006
     shape: Annotated[_Strs, typer.Option("--shape", help=_HELP["shape"])] = [],  # noqa: B006
     batch: Annotated[str | None, typer.Option("--batch", help=_HELP["batch"])] = None,
+    texts: Annotated[_OptPath, typer.Option("--texts", help=_HELP["texts"])] = None,
     threads: Annotated[int | None, typer.Option(help=_HELP["threads"])] = None,
     precision: Annotated[str | None, typer.Option(help=_HELP["precision"])] = None,
     iterations: Annotated[int, typer.Option(help=_HELP["iterations"])] = 50,
@@ -84,7 +88,7 @@ def bench_command(
             models, target or None, shapes=shape, batches=batches, threads=threads, precision=precision,
             iterations=iterations, duration=duration, warmup=warmup, mode=mode, baseline=baseline,
             baseline_source=baseline_source, trust_source=trust_source, allow_pickle=allow_pickle,
-            rounds=rounds, progress=progress,
+            rounds=rounds, texts=texts, progress=progress,
         )  # fmt: skip
     _print_report(report)
     writers = ((json_path, report.write_json), (csv_path, report.write_csv),

@@ -32,6 +32,9 @@ _HELP = {
     "project": "mse/cosine: learn a projection when the student's output width differs from the teacher's.",
     "eval_every": "Evaluate every N steps (default: every epoch).",
     "patience": "Stop after this many evaluations without improvement.",
+    "metric": "What validation fidelity means, for the best student and early stopping: auto (accuracy with labels,"
+    " agreement for logits, cosine for embeddings), accuracy, agreement, cosine, spearman or recall@K (e.g."
+    " recall@10: the teacher's nearest neighbours kept; embeddings over at least K+1 validation samples).",
     "checkpoint_dir": "Write a resumable checkpoint (last.pt) here.",
     "resume": "Continue from the checkpoint in --checkpoint-dir when there is one.",
     "max_length": "Tokens per text sample (default: the model's own, e.g. max_seq_length).",
@@ -59,6 +62,7 @@ def distill_command(
     project_outputs: Annotated[bool, typer.Option("--project-outputs", help=_HELP["project"])] = False,
     eval_every: Annotated[int | None, typer.Option("--eval-every", help=_HELP["eval_every"])] = None,
     patience: Annotated[int | None, typer.Option(help=_HELP["patience"])] = None,
+    metric: Annotated[str, typer.Option(help=_HELP["metric"])] = "auto",
     checkpoint_dir: Annotated[str | None, typer.Option("--checkpoint-dir", help=_HELP["checkpoint_dir"])] = None,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Checkpoint every N steps.")] = 100,
     resume: Annotated[bool, typer.Option("--resume", help=_HELP["resume"])] = False,
@@ -74,11 +78,13 @@ def distill_command(
 
     if epochs is not None and steps is not None:
         raise InputError("give --epochs or --steps, not both")
+    if metric != "auto" and val_data is None:
+        raise InputError(f"--metric {metric} judges the student on validation data: give --val-data")
     options = DistillOptions(
         loss=loss, epochs=epochs or 3, max_steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         temperature=temperature, alpha=alpha, features=layer_pairs_from(feature), project_outputs=project_outputs,
-        eval_every=eval_every, patience=patience, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-        resume=resume, seed=seed, progress=not (no_progress or json_out),
+        eval_every=eval_every, patience=patience, metric=metric, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every, resume=resume, seed=seed, progress=not (no_progress or json_out),
     )  # fmt: skip
     done = distill_files(teacher, student, data, output, options, val_data=val_data,
                          allow_pickle=allow_pickle, max_length=max_length)  # fmt: skip

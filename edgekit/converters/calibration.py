@@ -38,6 +38,9 @@ class CalibrationOptions:
     holdout: int = 256  # at most this many held-back samples (never more than a third of the data)
     max_length: int | None = None  # tokens per text; None: the model's own (edgekit.text), as it will run
     pack_every: int = 4  # every Nth text calibration sample packs lines up to max_length
+    # text: held-back samples also drawn from the bundled corpus's evaluation split (never trained or calibrated
+    # on), as many as from the user's file up to this many, so a fidelity estimate holds on text of another kind
+    corpus_heldout: int = 128
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -208,13 +211,37 @@ def _text_set(
     calib_lines = [lines[i] for i in calib_idx]
     texts = _packed(calib_lines, options.pack_every, encoder)[: options.samples]
     calibration = [encoder.encode([t]) for t in texts]
-    heldout = [encoder.encode([lines[i]]) for i in held_idx]
+    corpus = corpus_heldout_texts(min(len(held_idx), options.corpus_heldout), options.pack_every, encoder)
+    heldout = [encoder.encode([t]) for t in [*(lines[i] for i in held_idx), *corpus]]
     for i, f in enumerate(calibration[:1] + heldout[:1]):
         check_feeds(f, inputs, f"tokenized calibration sample {i} ({path})")
     originals = set(calib_lines)
-    details = {"lines": len(lines), "packed_samples": sum(1 for t in texts if t not in originals),
-               "max_length": encoder.max_length}  # fmt: skip
+    details = {
+        "lines": len(lines),
+        "packed_samples": sum(1 for t in texts if t not in originals),
+        "max_length": encoder.max_length,
+        "heldout_sources": {str(path): len(held_idx), "corpus": len(corpus)},
+    }
     return CalibrationSet(calibration, heldout, str(path), "text", details)
+
+
+def corpus_heldout_texts(n: int, pack_every: int, encoder: Any) -> list[str]:
+    """``n`` texts from the corpus's evaluation split spread across its lengths (evenly spaced by rank of
+    length), every ``pack_every``-th packed to the model's length as calibration text is; [] without it."""
+    if n < 1:
+        return []
+    from edgekit.corpus import eval_texts
+    from edgekit.errors import RuntimeUnavailableError
+
+    try:
+        pool = sorted(eval_texts(), key=lambda t: (len(t), t))
+    except RuntimeUnavailableError:
+        return []
+    picks = [pool[round(i * (len(pool) - 1) / max(n - 1, 1))] for i in range(min(n, len(pool)))]
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(picks)).tolist()  # packing joins neighbours of different lengths
+    mixed = [picks[i] for i in order]
+    return _packed(mixed, pack_every, encoder)
 
 
 def _packed(lines: Sequence[str], pack_every: int, encoder: Any) -> list[str]:

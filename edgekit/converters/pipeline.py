@@ -224,6 +224,7 @@ def _write_artifact(
         stages=[*stages, *([variants.stage] if variants else [])],
         variants=variants.variants if variants else {},
         variant_precisions=variants.precisions if variants else {},
+        variant_cpu_flags=variants.cpu_flags if variants else {},
         validation={t: r.to_dict() for t, r in reports.items()},
         libraries=library_versions(),
         platform=platform_facts(),

@@ -26,7 +26,7 @@ from edgekit.runtimes.base import ModelRef, Session, SessionInfo
 from edgekit.runtimes.loading import load, model_ref
 from edgekit.text import TextEncoder, artifact_max_length
 
-__all__ = ["Embedder"]
+__all__ = ["Embedder", "embedding_output_of"]
 
 ProgressFn = Callable[[int], None]  # called with the number of texts embedded so far
 
@@ -124,6 +124,11 @@ class Embedder:
 
     def __repr__(self) -> str:
         return f"<Embedder {self.session.model.path.parent.name} on {self.target}, max_length {self.max_length}>"
+
+
+def embedding_output_of(path: Path, ref: ModelRef) -> str:
+    """The embedding output of a text artifact; :class:`InputError` for anything an Embedder cannot load."""
+    return _embedding_output(path, _text_manifest(path, ref))
 
 
 def _text_manifest(path: Path, ref: ModelRef) -> Manifest:

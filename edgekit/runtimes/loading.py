@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import find_model, variant_for
+from edgekit.artifact import find_model
 from edgekit.errors import InputError
 from edgekit.runtimes import DEFAULT_TARGET, session_class
 from edgekit.runtimes.base import ModelRef, Session, SessionConfig
@@ -25,7 +25,7 @@ def model_ref(model: str | Path, target: str | None = None, *, variant: str | No
     """
     onnx_path, manifest = find_model(Path(model), target, variant)  # the one path checked is the one loaded
     if manifest is not None:
-        chosen = variant_for(manifest, target, variant)
+        chosen = onnx_path.relative_to(Path(model)).as_posix()  # find_model's choice, not asked twice
         return ModelRef(
             path=onnx_path,
             inputs=tuple(manifest.input_specs()),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from edgekit.converters.calibration import (
 from edgekit.converters.quantize.model import ensure_node_names, quantize_model
 from edgekit.converters.quantize.options import CALIBRATION_METHODS, CLI_MODES, QuantizeOptions, variant_file
 from edgekit.converters.validate import Case, TargetReport, check_session, require_passed
+from edgekit.cpu import cpu_model, numeric_cpu_flags, speed_flags_for
 from edgekit.errors import InputError, ValidationError
 from edgekit.fidelity import FidelityGoal, fidelity_metrics, parse_fidelity, run_all
 from edgekit.retrieval import DEFAULT_K
@@ -93,6 +94,7 @@ class VariantsResult:
     precisions: dict[str, str]  # file -> precision
     stage: Stage
     reports: dict[str, TargetReport]  # "target:file" -> gate report
+    cpu_flags: dict[str, list[str]] = field(default_factory=dict)  # target -> what its auto choice needs
 
 
 def build_variants(
@@ -129,7 +131,25 @@ def build_variants(
                      ][:GATE_HELDOUT] if data else []  # fmt: skip
     reports = _gate(artifact, variants, [*gate_cases, *heldout_cases], kinds, say)
     metrics["variants"] = variants
-    return VariantsResult(variants, precisions, Stage(name="quantize", params=params, metrics=metrics), reports)
+    flags = _speed_flags(variants, precisions) if request.mode == "auto" else {}
+    if request.mode == "auto":
+        metrics["decided_on"] = {"cpu_model": cpu_model(), "cpu_flags": numeric_cpu_flags(), "variant_cpu_flags": flags}
+    stage = Stage(name="quantize", params=params, metrics=metrics)
+    return VariantsResult(variants, precisions, stage, reports, flags)
+
+
+def _speed_flags(variants: Mapping[str, str], precisions: Mapping[str, str]) -> dict[str, list[str]]:
+    """Per CPU target whose auto choice is not the base model: the CPU features that choice was fast because of
+    (recorded so a CPU without them loads the base model instead)."""
+    from edgekit.runtimes import runtime_capabilities
+
+    out = {}
+    for target, file in variants.items():
+        if file != MODEL_NAME and "cpu" in runtime_capabilities(target).device_kinds:
+            needed = speed_flags_for(precisions[file])
+            if needed:
+                out[target] = needed
+    return out
 
 
 def _calibration(

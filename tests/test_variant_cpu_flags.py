@@ -1,0 +1,68 @@
+"""A variant ``--quantize auto`` chose for the INT8 instructions of one CPU is not silently used on a CPU
+without them: the manifest records the CPU it was chosen on, and loading falls back to the base model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgekit
+import edgekit.cpu
+from edgekit.artifact import MANIFEST_NAME
+from edgekit.runtimes.loading import model_ref
+
+
+@pytest.fixture
+def int8_artifact(tmp_path: Path, mlp_onnx) -> Path:
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32))
+    out = tmp_path / "art"
+    edgekit.convert(mlp_onnx.path, out, quantize="int8-dynamic", calib_data=tmp_path / "c.npy")
+    return out
+
+
+def _record_flags(artifact: Path, flags: dict[str, list[str]]) -> None:
+    path = artifact / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    data["variant_cpu_flags"] = flags
+    path.write_text(json.dumps(data))
+
+
+def test_the_speed_flags_of_a_precision_are_the_ones_this_cpu_has():
+    have = set(edgekit.cpu.numeric_cpu_flags())
+    assert set(edgekit.cpu.speed_flags_for("int8-dynamic")) == have & set(edgekit.cpu.INT8_DOT_FLAGS)
+    assert set(edgekit.cpu.speed_flags_for("bf16")) == have & set(edgekit.cpu.BF16_FLAGS)
+    assert edgekit.cpu.speed_flags_for("fp32") == []
+
+
+def test_a_variant_loads_where_the_cpu_has_what_it_was_chosen_for(int8_artifact, monkeypatch):
+    monkeypatch.setattr(edgekit.cpu, "numeric_cpu_flags", lambda: ["avx2", "avx512_vnni"])
+    _record_flags(int8_artifact, {"onnxruntime": ["avx512_vnni", "amx_int8"]})
+    assert model_ref(int8_artifact, "onnxruntime").path.name == "model.int8-dynamic.onnx"
+
+
+def test_without_those_flags_the_base_model_is_loaded_with_a_warning(int8_artifact, monkeypatch):
+    monkeypatch.setattr(edgekit.cpu, "numeric_cpu_flags", lambda: ["avx2"])
+    _record_flags(int8_artifact, {"onnxruntime": ["avx512_vnni"]})
+    with pytest.warns(UserWarning, match="chosen on a CPU with avx512_vnni; this CPU has none of them"):
+        ref = model_ref(int8_artifact, "onnxruntime")
+    assert ref.path.name == "model.onnx" and ref.precision == "fp32"
+    with edgekit.load(int8_artifact, "onnxruntime", variant="int8-dynamic") as session:  # asked for: loaded
+        assert session.info().precision.startswith("int8")
+
+
+def test_an_artifact_without_recorded_flags_loads_its_variant_anywhere(int8_artifact, monkeypatch):
+    monkeypatch.setattr(edgekit.cpu, "numeric_cpu_flags", lambda: [])
+    assert model_ref(int8_artifact, "onnxruntime").path.name == "model.int8-dynamic.onnx"
+
+
+def test_bench_reports_the_size_of_the_file_each_target_runs(int8_artifact):
+    from edgekit.benchmark import bench
+
+    report = bench(int8_artifact, ["onnxruntime", "openvino"], iterations=1, duration=0.0, warmup=0.0,
+                   warmup_iterations=1, rounds=1, cold_start=False, fidelity=False)  # fmt: skip
+    sizes = {r.target: r.model_bytes for r in report.results}
+    assert sizes["onnxruntime"] == (int8_artifact / "model.int8-dynamic.onnx").stat().st_size  # its variant
+    assert sizes["openvino"] == (int8_artifact / "model.onnx").stat().st_size  # no variant: the FP32 model
