@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekit-installed
 DEMO_DIR ?= build/demo
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv demo test lint format bench peers clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,10 @@ format: venv
 
 bench: venv
 	$(PY) benchmarks/bench_suite.py --plot
+
+# INT8 options for MiniLM against the peers (Optimum, NNCF, optimum-intel), which get their own venv under build/.
+peers: venv
+	$(PY) benchmarks/peers.py --torch-pin "$(TORCH_PIN)"
 
 clean:
 	rm -rf build .pytest_cache

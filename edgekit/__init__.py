@@ -34,6 +34,7 @@ _ERRORS = (
     "UnknownTargetError",
     "RuntimeUnavailableError",
     "OutputError",
+    "RemoteError",
     "ExportError",
     "ValidationError",
     "BackendError",

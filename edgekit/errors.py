@@ -56,6 +56,12 @@ class OutputError(EdgekitError, OSError):
     exit_code = 2
 
 
+class RemoteError(EdgekitError, ConnectionError):
+    """A remote device (``--host``) could not be reached, refused the login or its host key, or did not answer."""
+
+    exit_code = 2
+
+
 class ExportError(EdgekitError, RuntimeError):
     """Every exporter failed to produce a valid ONNX model."""
 
@@ -87,6 +93,7 @@ __all__ = [
     "InputError",
     "ModelFormatError",
     "OutputError",
+    "RemoteError",
     "RuntimeUnavailableError",
     "SourceError",
     "UnknownTargetError",

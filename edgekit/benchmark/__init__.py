@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from edgekit.benchmark.remote import RemoteHost, SSHOptions
     from edgekit.benchmark.results import BenchReport
     from edgekit.benchmark.runner import ProgressFn
 
@@ -43,6 +44,8 @@ def bench(
     timeout_s: float = 900.0,
     texts: str | Path | Sequence[str] | None = None,
     progress: ProgressFn | None = None,
+    hosts: str | Sequence[str | RemoteHost] | None = None,
+    ssh: SSHOptions | None = None,
 ) -> BenchReport:
     """Time ``models`` on ``targets`` (default: every available runtime) and return a :class:`BenchReport`.
 
@@ -60,10 +63,15 @@ def bench(
     :class:`edgekit.Embedder` ``.encode`` on the texts at their natural lengths, ``batches`` texts per call
     (default 32), every round a whole pass; ``baseline="sentence-transformers"`` then also times
     ``SentenceTransformer.encode`` of the source directory (``baseline_source`` or ``trust_source``) and is the
-    fidelity reference. Bad usage raises :class:`~edgekit.errors.InputError`; a target that fails only fails its own row
+    fidelity reference. ``hosts`` (``user@device[:port]``) also run every target on those devices over SSH, with
+    the device's own edgekit and runtimes (:mod:`edgekit.benchmark.remote`; ``ssh`` says how to reach them): one
+    row per device and target, in the same rounds; a device that cannot be reached or lacks edgekit raises
+    :class:`~edgekit.errors.RemoteError` or :class:`~edgekit.errors.RuntimeUnavailableError` before anything is
+    measured. Bad usage raises :class:`~edgekit.errors.InputError`; a target that fails only fails its own row
     (``report.exit_code`` is then 1).
     """
     from edgekit.benchmark.plan import BenchConfig, parse_shape
+    from edgekit.benchmark.remote import parse_hosts
     from edgekit.benchmark.runner import run_bench
     from edgekit.benchmark.textbench import load_bench_texts
     from edgekit.errors import InputError
@@ -101,7 +109,8 @@ def bench(
         target_options={k: dict(v) for k, v in (target_options or {}).items()},
         texts=load_bench_texts(texts) if texts is not None else (),
     )
-    return run_bench(model_list, target_list, shape_map, batch_list, config, progress)
+    remote = parse_hosts(hosts)
+    return run_bench(model_list, target_list, shape_map, batch_list, config, progress, hosts=remote, ssh=ssh)
 
 
 def _source_refs(given: str | Path | Sequence[str | Path] | None) -> tuple[str, ...]:

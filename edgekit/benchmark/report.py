@@ -85,10 +85,10 @@ def latency_cells(r: TargetResult) -> list[str]:
     lat = r.latency
     status = "ok" if r.ok else f"FAILED: {r.to_dict()['error']}"
     if lat is None:
-        return [r.model_name, r.target, str(r.batch), *["-"] * 7, status]
+        return [r.model_name, r.label, str(r.batch), *["-"] * 7, status]
     cv = f"{lat.cv:.1%}" + (" !" if r.high_cv else "")
     return [
-        r.model_name, r.target, str(r.batch), _ms(lat.p50), _ms(lat.p90), _ms(lat.p99),
+        r.model_name, r.label, str(r.batch), _ms(lat.p50), _ms(lat.p90), _ms(lat.p99),
         f"{_ms(lat.mean)} ± {_ms(lat.std)}", cv, _rate(r.items_per_s), _speedup(r), status,
     ]  # fmt: skip
 
@@ -105,7 +105,7 @@ def start_cells(r: TargetResult) -> list[str]:
     providers = [p.removesuffix("ExecutionProvider") for p in session.get("providers", [])]
     device = f"{session.get('device', '-')}: {', '.join(providers) or '-'}"
     return [
-        r.model_name, r.target, _ms(cold["load_ms"]), _ms(cold["first_inference_ms"]), cached,
+        r.model_name, r.label, _ms(cold["load_ms"]), _ms(cold["first_inference_ms"]), cached,
         _size(r.memory()["peak_rss_bytes"]), _size(r.model_bytes), device,
     ]  # fmt: skip
 
@@ -114,7 +114,7 @@ def fidelity_cells(r: TargetResult) -> list[str]:
     fid = r.fidelity or {}
     ok = "-" if not fid else ("yes" if fid.get("passed") else "NO")
     return [
-        r.model_name, r.target, (r.session or {}).get("precision", "-"), _short_reference(fid.get("reference")),
+        r.model_name, r.label, (r.session or {}).get("precision", "-"), _short_reference(fid.get("reference")),
         _f(fid.get("min_cosine"), ".6f"), *_retrieval_cells(fid), _f(fid.get("max_abs"), ".3g"),
         _f(fid.get("rel_l2"), ".3g"),
         _f(fid.get("top1_agreement"), ".0%"), ok,
@@ -149,7 +149,19 @@ def method_lines(report: BenchReport) -> list[str]:
         f"machine: {machine['cpu_model']}, {machine['usable_cores']} usable of {machine['logical_cores']} cores, "
         f"{machine['system']}, python {machine['python']}",
         f"CPU features that change numerics: {' '.join(machine.get('cpu_flags') or []) or 'none edgekit knows'}",
+        *_device_lines(report),
         *_text_lines(m),
+    ]
+
+
+def _device_lines(report: BenchReport) -> list[str]:
+    """One line per remote device (``bench --host``): its CPU, the ISA flags that change numerics, edgekit, python."""
+    devices = {r.host: r.remote for r in report.results if r.host and r.remote}
+    return [
+        f"device {host}: {d.get('cpu_model', '?')}, {d.get('usable_cores', '?')} usable cores, {d.get('system', '?')},"
+        f" python {d.get('python', '?')}, edgekit {d.get('edgekit_version', '?')}; CPU features:"
+        f" {' '.join(d.get('cpu_flags') or []) or 'none edgekit knows'}"
+        for host, d in devices.items()
     ]
 
 
@@ -200,7 +212,7 @@ def tables(report: BenchReport, *, with_warnings: bool = True) -> list[Renderabl
             style = "red" if bad else ("yellow" if columns is LATENCY_COLUMNS and r.high_cv else None)
             table.add_row(*[escape(row[i]) for i in keep], style=style)
         out.append(table)
-    out += [Text(f"failed: {r.model_name} · {r.target}: {r.to_dict()['error']}", style="red") for r in report.failed]
+    out += [Text(f"failed: {r.model_name} · {r.label}: {r.to_dict()['error']}", style="red") for r in report.failed]
     out += [Text(line, style="dim") for line in method_lines(report)]
     if with_warnings:
         out += warning_lines(report)
@@ -216,7 +228,7 @@ def warning_lines(report: BenchReport) -> list[RenderableType]:
 def csv_text(report: BenchReport) -> str:
     """One CSV row per result (no raw samples: those are in the JSON)."""
     buf = io.StringIO()
-    fields = ["model", "target", "batch", "status", "error", "precision", "device", "providers", "threads",
+    fields = ["model", "target", "host", "batch", "status", "error", "precision", "device", "providers", "threads",
               "backend_version", "n", "min_ms", "mean_ms", "std_ms", "cv", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
               "max_ms", "items_per_s", "speedup_p50", "speedup_p90", "load_ms", "first_inference_ms",
               "cache_cold_load_ms", "cache_warm_load_ms", "peak_rss_bytes", "model_bytes", "fidelity_reference",
@@ -229,7 +241,8 @@ def csv_text(report: BenchReport) -> str:
         lat, session, fid = d["latency_ms"] or {}, d["session"] or {}, d["fidelity"] or {}
         cache, speed = r.cache or {}, r.speedup or {}
         writer.writerow({
-            "model": r.model_name, "target": r.target, "batch": r.batch, "status": d["status"], "error": d["error"],
+            "model": r.model_name, "target": r.target, "host": r.host, "batch": r.batch, "status": d["status"],
+            "error": d["error"],
             "precision": session.get("precision"), "device": session.get("device"),
             "providers": ";".join(session.get("providers", [])), "threads": session.get("threads"),
             "backend_version": session.get("backend_version"), "n": lat.get("n"),
@@ -297,7 +310,7 @@ def write_plot(report: BenchReport, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(10, 1.0 + 0.7 * max(len(rows), 1)), dpi=120)
     if rows:
         data = [r.samples_ms for r in rows]
-        labels = [f"{r.model_name} · {r.target} · b{r.batch}" for r in rows]
+        labels = [f"{r.model_name} · {r.label} · b{r.batch}" for r in rows]
         pos = list(range(1, len(rows) + 1))
         # matplotlib 3.10 added orientation= and deprecated vert=; pyproject admits 3.7
         major, minor = (int(p) for p in matplotlib.__version__.split(".")[:2])

@@ -43,6 +43,9 @@ edgekit bench JSON (schema "edgekit.bench/1"). Times are milliseconds unless the
   "results": [{                           # one per (model, target, batch)
     "model": path, "model_name": str,
     "target": "onnxruntime" | "openvino" | "tensorrt" | "torch" | "sentence-transformers" (texts mode) | ...,
+    "host": null (this machine) | "user@device[:port]" (edgekit bench --host: a worker run there over SSH),
+    "remote": null | {"host", "cpu_model", "cpu_flags", "logical_cores", "usable_cores", "system", "machine",
+               "python", "libraries": {name: version}, "edgekit_version"}  (the device's facts, as "machine" above),
     "is_baseline": bool, "batch": int, "shapes": {input: [dims]},
     "status": "ok" | "failed", "error": str | null (why the row failed: one line),
     "latency_ms": {n, min, mean, std, cv, p50, p90, p95, p99, max} | null   (all rounds pooled),
@@ -50,7 +53,7 @@ edgekit bench JSON (schema "edgekit.bench/1"). Times are milliseconds unless the
     "throughput": {"items_per_s": median over rounds, "api": str, "infer_requests": int, "streams": int?,
                    texts mode: "unit": "texts", "passes": int, "texts_per_pass": int} | null,
     "speedup": {"vs": the baseline's target, "p50": float, "p90": float, "items_per_s": float?, "method": str}
-               | null,
+               | null (also for a remote row: a ratio across two machines is not a speedup),
     "cold_start": {
       "load_ms": median over rounds of session creation (compile) in a fresh process, runtime already imported
                  (TensorRT rounds share one private plan cache: round 1 builds, later rounds load the plan),
@@ -71,7 +74,8 @@ edgekit bench JSON (schema "edgekit.bench/1"). Times are milliseconds unless the
                  artifact 256 generated held-back sentences; null where not measured),
                  "outputs": {name: {max_abs, rel_l2, max_rel (max|got-ref|/max|ref|), mean_cosine, min_cosine,
                              top1_agreement, recall@10, spearman, retrieval_texts, passed}}},
-    "rounds": [{"round": int, "pid": int, "ok": bool, "error": str | null, "samples_ms": [float, ...] (every sample),
+    "rounds": [{"round": int, "pid": int (a remote row: the worker's pid on the device), "ok": bool,
+                "error": str | null, "samples_ms": [float, ...] (every sample),
                 "latency_ms": {...} | null, "load_ms", "first_inference_ms", "import_ms", "elapsed_s",
                 "peak_rss_bytes", "rss_after_import_bytes", "throughput": {...} | null}]
   }]
@@ -158,6 +162,17 @@ class TargetResult:
     cache: dict[str, Any] | None = None
     fidelity: dict[str, Any] | None = None
     speedup: dict[str, Any] | None = None
+    remote: dict[str, Any] | None = None  # the device's facts when the row ran there (``bench --host``)
+
+    @property
+    def host(self) -> str | None:
+        """``user@device[:port]`` of the device the row ran on; None for this machine."""
+        return (self.remote or {}).get("host")
+
+    @property
+    def label(self) -> str:
+        """The target and where it ran (``onnxruntime@pi@10.0.0.7``): what names a row in tables and errors."""
+        return f"{self.target}@{self.host}" if self.host else self.target
 
     @property
     def ok(self) -> bool:
@@ -206,6 +221,8 @@ class TargetResult:
             "model": self.model,
             "model_name": self.model_name,
             "target": self.target,
+            "host": self.host,
+            "remote": self.remote,
             "is_baseline": self.is_baseline,
             "batch": self.batch,
             "shapes": self.shapes,

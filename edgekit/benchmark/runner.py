@@ -26,9 +26,9 @@ from edgekit.benchmark.plan import (
     ModelPlan,
     plan_models,
     resolve_targets,
-    target_model_bytes,
     torch_available,
 )
+from edgekit.benchmark.remote import Placement, RemoteBench, RemoteHost, SSHOptions, model_bytes_on
 from edgekit.benchmark.results import BenchReport, RoundResult, TargetResult
 from edgekit.benchmark.stats import HIGH_CV, paired_ratio
 from edgekit.benchmark.textbench import text_requests
@@ -39,6 +39,7 @@ from edgekit.runtimes.base import RuntimeCapabilities
 from edgekit.specs import random_feeds
 
 ProgressFn = Callable[[int, int, str], None]  # (finished processes, total, what starts now)
+WorkerFn = Callable[[Mapping[str, Any], float], dict[str, Any]]
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -78,14 +79,14 @@ class _Row:
 class _Spawner:
     """Runs workers one at a time and tells the progress callback how far along the run is."""
 
-    def __init__(self, total: int, progress: ProgressFn | None, timeout_s: float) -> None:
-        self.total, self.done, self.progress, self.timeout_s = total, 0, progress, timeout_s
+    def __init__(self, total: int, progress: ProgressFn | None, timeout_s: float, remote: WorkerFn) -> None:
+        self.total, self.done, self.progress, self.timeout_s, self.remote = total, 0, progress, timeout_s, remote
 
     def __call__(self, label: str, request: Mapping[str, Any]) -> dict[str, Any]:
         if self.progress:
             self.progress(self.done, self.total, label)
         try:
-            return run_worker(request, self.timeout_s)
+            return (self.remote if request.get("host") else run_worker)(request, self.timeout_s)
         finally:
             self.done += 1
 
@@ -153,11 +154,11 @@ def _baseline_options(plan: ModelPlan, target: str, config: BenchConfig) -> dict
     return {"source": plan.torch_source, "allow_pickle": config.allow_pickle}
 
 
-def _build_rows(plans: list[ModelPlan], targets: list[str], config: BenchConfig, work: Path) -> list[_Row]:
-    """One row per (model, batch, target); a runtime that caches by default (TensorRT) gets a private cache dir,
-    so the user's cache is neither used nor filled."""
+def _build_rows(plans: list[ModelPlan], places: list[Placement], config: BenchConfig, work: Path) -> list[_Row]:
+    """One row per (model, batch, target, device); a runtime that caches by default (TensorRT) gets a private cache
+    dir, so the user's cache is neither used nor filled."""
     rows: list[_Row] = []
-    order = ([config.baseline] if config.baseline else []) + targets
+    order: list[Placement] = ([(config.baseline, None)] if config.baseline else []) + places
     text_keys = text_requests(plans, config, work)
     for m, plan in enumerate(plans):
         for c, case in enumerate(plan.cases):
@@ -165,18 +166,18 @@ def _build_rows(plans: list[ModelPlan], targets: list[str], config: BenchConfig,
             if not config.texts:
                 feeds_of = random_feeds(plan.ref.inputs, case.dims, seed=config.seed, int_range=plan.int_ranges)
                 np.savez(feeds, **feeds_of)
-            for target in order:
+            for target, device in order:
                 result = TargetResult(
                     model=str(plan.path), model_name=plan.name, target=target, batch=case.batch,
-                    shapes=case.shapes, is_baseline=target in BASELINES,
-                    model_bytes=None if target in BASELINES else target_model_bytes(plan, target),
+                    shapes=case.shapes, is_baseline=target in BASELINES, remote=device,
+                    model_bytes=None if target in BASELINES else model_bytes_on(plan, target, device),
                 )  # fmt: skip
                 row = _Row(result, plan, c, _request(plan, target, feeds, config, case.batch))
-                row.request.update(text_keys[m])
+                row.request.update(text_keys[m], **({"host": device["host"]} if device else {}))
                 if _capabilities(target).caches_by_default:
                     row.request["cache_dir"] = str(work / f"{target}_m{m}")
                 if config.fidelity and c == 0:
-                    row.outputs_path = work / f"out_m{m}_{target}.npz"
+                    row.outputs_path = work / f"out_m{m}_{len(rows)}_{target}.npz"
                     row.request["fidelity_feeds"] = str(work / f"m{m}_fidelity.npz")
                 rows.append(row)
         if config.fidelity and not config.texts:  # text artifacts: generated held-back sentences, others: noise
@@ -200,7 +201,7 @@ def _reference(
     """Reference outputs for one model: the baseline's (torch, or sentence-transformers with ``--texts``) when it
     ran, else torch from the source the user allowed (named, or recorded and trusted) when it loads, else the
     default runtime as stored."""
-    mine = [r for r in rows if r.plan is plan and r.case == 0]
+    mine = [r for r in rows if r.plan is plan and r.case == 0 and not r.result.host]  # the reference is local
     by_target = {r.result.target: r for r in mine}
     for base in (b for b in BASELINES if b in by_target):
         if by_target[base].outputs is not None:
@@ -263,7 +264,7 @@ def _run_rounds(rows: list[_Row], config: BenchConfig, spawn: _Spawner) -> None:
             req = dict(row.request)
             if index == 0 and row.outputs_path is not None:
                 req["outputs_path"] = str(row.outputs_path)
-            label = f"round {index + 1}/{config.rounds} · {res.model_name} · {res.target} · batch {res.batch}"
+            label = f"round {index + 1}/{config.rounds} · {res.model_name} · {res.label} · batch {res.batch}"
             answer = spawn(label, req)
             res.rounds.append(_round_from(answer, index))
             if index == 0 and answer.get("ok"):
@@ -284,7 +285,7 @@ def _cache_starts(rows: list[_Row], spawn: _Spawner, work: Path) -> None:
     for row in eligible:
         cache_dir = Path(tempfile.mkdtemp(prefix="cache_", dir=work))
         req = {**row.request, "measure": False, "cache_dir": str(cache_dir)}
-        name = f"{row.result.model_name} · {row.result.target}"
+        name = f"{row.result.model_name} · {row.result.label}"
         cold = spawn(f"{name} · cold start (empty cache)", req)
         warm = spawn(f"{name} · warm start (cached)", req)
         kind = _capabilities(row.result.target).compile_cache or "cache"
@@ -301,7 +302,7 @@ def _cache_starts(rows: list[_Row], spawn: _Spawner, work: Path) -> None:
         else:
             cache = {"kind": kind, "error": cold.get("error") or warm.get("error")}
         for other in rows:
-            if other.plan is row.plan and other.result.target == row.result.target:
+            if other.plan is row.plan and other.result.label == row.result.label:
                 other.result.cache = cache
 
 
@@ -314,7 +315,7 @@ def _speedups(rows: list[_Row], mode: str) -> None:
     """Per round, baseline / target (latency) or target / baseline (throughput); the median over rounds."""
     for row in rows:
         base = next((b for b in rows if b.plan is row.plan and b.case == row.case and b.result.is_baseline), None)
-        if base is None or row is base or not (base.result.ok and row.result.ok):
+        if base is None or row is base or row.result.host or not (base.result.ok and row.result.ok):
             continue
 
         p50 = paired_ratio(_per_round(base, "p50"), _per_round(row, "p50"))
@@ -337,9 +338,9 @@ def _fidelity(plans: list[ModelPlan], rows: list[_Row], config: BenchConfig, spa
         name, outputs = ref
         manifest = plan.ref.manifest
         kinds = output_kinds(plan.ref.outputs, declared=manifest.output_kinds if manifest is not None else None)
-        first = {r.result.target: r for r in rows if r.plan is plan and r.case == 0}
+        first = {r.result.label: r for r in rows if r.plan is plan and r.case == 0}
         for row in (r for r in rows if r.plan is plan):
-            src = first.get(row.result.target)
+            src = first.get(row.result.label)
             if src is None or src.outputs is None or not row.result.session:
                 continue
             precision = row.result.session["precision"]
@@ -354,18 +355,22 @@ def run_bench(
     batches: Sequence[int] | None,
     config: BenchConfig,
     progress: ProgressFn | None = None,
+    hosts: Sequence[RemoteHost] = (),
+    ssh: SSHOptions | None = None,
 ) -> BenchReport:
-    """Plan (failing fast on bad usage), measure, and assemble the report."""
+    """Plan (failing fast on bad usage), measure locally and on every host (:mod:`edgekit.benchmark.remote`),
+    and assemble the report."""
     from edgekit._version import __version__
     from edgekit.artifact import now_iso
 
     names = resolve_targets(targets)
     plans = plan_models(models, shapes, batches, config)
-    with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp, RemoteBench(hosts, ssh) as remote:
         work = Path(tmp)
-        rows = _build_rows(plans, names, config, work)
+        rows = _build_rows(plans, [(t, None) for t in names] + remote.placements(plans, targets), config, work)
+        remote.upload(plans, work)
         cache_jobs = 2 * len(_cache_rows(rows)) if config.cold_start else 0
-        spawn = _Spawner(len(rows) * config.rounds + cache_jobs, progress, config.timeout_s)
+        spawn = _Spawner(len(rows) * config.rounds + cache_jobs, progress, config.timeout_s, remote.run_worker)
         _run_rounds(rows, config, spawn)
         if config.cold_start:
             _cache_starts(rows, spawn, work)
@@ -377,7 +382,7 @@ def run_bench(
         lat = r.latency
         if lat is not None and r.high_cv and not config.texts:  # with texts, latency follows each text's length
             warnings.append(
-                f"high variation on {r.model_name} · {r.target} · batch {r.batch}: CV {lat.cv:.0%} > {HIGH_CV:.0%};"
+                f"high variation on {r.model_name} · {r.label} · batch {r.batch}: CV {lat.cv:.0%} > {HIGH_CV:.0%};"
                 " the machine was noisy, trust ratios over absolute times and rerun with more rounds"
             )
     return BenchReport(

@@ -1,6 +1,7 @@
 """``edgekit bench``: time models on every target; the measuring happens in :mod:`edgekit.benchmark`.
 
-Exit codes follow the rest of the CLI: 2 for bad usage (checked before anything is measured), 1 when any
+Exit codes follow the rest of the CLI: 2 for bad usage (checked before anything is measured; with ``--host`` that
+includes an unreachable device, a refused key or host key, and a device without a usable edgekit), 1 when any
 target failed to load or run (its row says why; the others are still measured and reported), else 0.
 """
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from edgekit.cli._common import err, out
+from edgekit.cli._remote import AcceptNew, ConnectTimeout, Hosts, Identity, RemotePython, SSHConfig, ssh_options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -70,6 +72,12 @@ def bench_command(
     csv_path: Annotated[_OptPath, typer.Option("--csv", help=_HELP["csv"])] = None,
     markdown_path: Annotated[_OptPath, typer.Option("--markdown", help=_HELP["markdown"])] = None,
     plot_path: Annotated[_OptPath, typer.Option("--plot", help=_HELP["plot"])] = None,
+    host: Hosts = [],  # noqa: B006
+    remote_python: RemotePython = "python3",
+    identity: Identity = None,
+    accept_new_host_key: AcceptNew = False,
+    ssh_config: SSHConfig = None,
+    connect_timeout: ConnectTimeout = 10.0,
 ) -> None:
     """Time models on every target: latency, cold start, memory and fidelity, each target in its own process."""
     import importlib.util
@@ -83,12 +91,13 @@ def bench_command(
     if plot_path is not None and importlib.util.find_spec("matplotlib") is None:
         raise RuntimeUnavailableError("--plot needs matplotlib: pip install 'edgekit[plot]'")
     batches = parse_batches(batch) if batch is not None else None
+    ssh = ssh_options(remote_python, identity, accept_new_host_key, ssh_config, connect_timeout) if host else None
     with _progress(err) as progress:
         report = bench(
             models, target or None, shapes=shape, batches=batches, threads=threads, precision=precision,
             iterations=iterations, duration=duration, warmup=warmup, mode=mode, baseline=baseline,
             baseline_source=baseline_source, trust_source=trust_source, allow_pickle=allow_pickle,
-            rounds=rounds, texts=texts, progress=progress,
+            rounds=rounds, texts=texts, progress=progress, hosts=host, ssh=ssh,
         )  # fmt: skip
     _print_report(report)
     writers = ((json_path, report.write_json), (csv_path, report.write_csv),
@@ -118,7 +127,7 @@ def _print_report(report: BenchReport) -> None:
 
 
 def _failure_line(report: BenchReport) -> str:
-    parts = [f"{r.model_name} on {r.target}: {r.to_dict()['error']}" for r in report.failed]
+    parts = [f"{r.model_name} on {r.label}: {r.to_dict()['error']}" for r in report.failed]
     return f"{len(report.failed)} of {len(report.results)} measurements failed: " + "; ".join(parts)
 
 

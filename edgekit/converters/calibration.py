@@ -60,6 +60,17 @@ class CalibrationSet:
     kind: str  # "arrays", "text" or "iterable"
     details: dict[str, Any] = field(default_factory=dict)
 
+    def heldout_slices(self) -> dict[str, slice]:
+        """Where each source's held-back samples are (text: the user's lines, then the corpus's); one slice
+        for data from a single source."""
+        counts = self.details.get("heldout_sources") or {self.source: len(self.heldout)}
+        out, start = {}, 0
+        for name, n in counts.items():
+            if n:
+                out[name] = slice(start, start + n)
+            start += n
+        return out
+
     def summary(self) -> dict[str, Any]:
         return {"source": self.source, "kind": self.kind, "calibration_samples": len(self.calibration),
                 "heldout_samples": len(self.heldout), **self.details}  # fmt: skip

@@ -31,6 +31,7 @@ from edgekit.converters.quantize.model import quantize_model
 from edgekit.converters.quantize.options import QuantizeOptions, QuantizeResult
 from edgekit.errors import InputError, ValidationError
 from edgekit.fidelity import FidelityGoal, fidelity_metrics, parse_fidelity, run_all
+from edgekit.goals import higher_is_better
 from edgekit.runtimes import DEFAULT_TARGET
 
 Feeds = dict[str, np.ndarray]
@@ -115,7 +116,30 @@ class _Context:
 
         with load(model_ref(path), target=target) as session:
             outputs = run_all(session.run, self.data.heldout)
-            return fidelity_metrics(self.refs, outputs, self.opts.output_kinds, self.opts.fidelity.recall_ks)
+        pooled = fidelity_metrics(self.refs, outputs, self.opts.output_kinds, self.opts.fidelity.recall_ks)
+        return worst_over_sources(pooled, self.data.heldout_slices(), self.refs, outputs, self.opts.output_kinds)
+
+
+# per-sample metrics a source can be worse on; set metrics (recall, spearman) need the whole held-back set
+_PER_SAMPLE = ("cosine", "cosine_lcb", "min_cosine", "rel_l2", "max_abs", "top1")
+
+
+def worst_over_sources(
+    pooled: dict[str, Any], slices: Mapping[str, slice], refs: Sequence[dict], outputs: Sequence[dict],
+    kinds: Mapping[str, str],
+) -> dict[str, Any]:  # fmt: skip
+    """The pooled metrics with each per-sample metric replaced by its worst source's: held-back text like the
+    calibration text flatters a model, so a goal must hold on the other text too (``by_source`` keeps each)."""
+    if len(slices) < 2:
+        return pooled
+    by_source = {name: fidelity_metrics(refs[cut], outputs[cut], kinds) for name, cut in slices.items()}
+    out = dict(pooled)
+    for metric in (m for m in _PER_SAMPLE if m in pooled):
+        values = [m[metric] for m in by_source.values() if metric in m]
+        out[metric] = (min if higher_is_better(metric) else max)(values)
+    out["by_source"] = {name: {k: m[k] for k in _PER_SAMPLE if k in m} | {"samples": m["samples"]}
+                        for name, m in by_source.items()}  # fmt: skip
+    return out
 
 
 def auto_quantize(

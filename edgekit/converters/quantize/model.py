@@ -85,6 +85,10 @@ def quantize_model(
             _static(src, dst, options, nodes, calibration, ranges)
         else:
             _fp16(src, dst, options)
+    if options.mode != "fp16" and options.nodes_to_exclude and options.excluded_weights == "int8":
+        from edgekit.converters.quantize.weights import compress_excluded_weights
+
+        compress_excluded_weights(dst, options.nodes_to_exclude)
     out = onnx.load(str(dst), load_external_data=False)
     onnx.checker.check_model(str(dst))
     return QuantizeResult(dst, precision_of(out), options, nodes, time.perf_counter() - start)

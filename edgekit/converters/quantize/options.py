@@ -52,12 +52,17 @@ class QuantizeOptions:
     smoothquant_alpha: float | None = None
     fp16_keep: tuple[str, ...] = FP16_KEEP_FP32
     engine: str = "onnxruntime"  # static INT8 only; see ENGINES
+    # nodes_to_exclude keep float activations; their weights are stored int8 and dequantized in the graph
+    # ("int8", see quantize/weights.py) or left float ("float")
+    excluded_weights: str = "int8"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InputError(f"unknown quantization mode {self.mode!r}; expected one of: {', '.join(MODES)}")
         if self.engine not in ENGINES or (self.engine != "onnxruntime" and self.mode != "int8"):
             raise InputError(f"quantization engine {self.engine!r} is not one of {', '.join(ENGINES)} for {self.mode}")
+        if self.excluded_weights not in ("int8", "float"):
+            raise InputError(f"excluded_weights must be int8 or float, got {self.excluded_weights!r}")
         if self.calibration not in CALIBRATION_METHODS:
             raise InputError(
                 f"unknown calibration method {self.calibration!r}; expected {', '.join(CALIBRATION_METHODS)}"
@@ -77,7 +82,8 @@ class QuantizeOptions:
     def describe(self) -> dict[str, Any]:
         """What goes into the manifest: only the settings that matter for this mode."""
         d = asdict(self)
-        keep = {"int8-dynamic": ("mode", "per_channel", "reduce_range", "op_types", "nodes_to_exclude"),
+        keep = {"int8-dynamic": ("mode", "per_channel", "reduce_range", "op_types", "nodes_to_exclude",
+                                 "excluded_weights"),
                 "fp16": ("mode", "fp16_keep"), "int8": tuple(k for k in d if k != "fp16_keep")}[self.mode]  # fmt: skip
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k in keep}
 
