@@ -1,4 +1,4 @@
-"""`edgekit convert --prune ... --distill-data ...`: the torch-side stages inside the one pipeline."""
+"""`edgekit convert --prune ... --distill [--distill-data ...]`: the torch-side stages inside the one pipeline."""
 
 from __future__ import annotations
 
@@ -62,8 +62,15 @@ def test_distillation_without_a_smaller_student_is_refused(tmp_path):
     """Distilling the unpruned model would train the teacher against itself and record fidelity 1.0."""
     with pytest.raises(InputError, match="needs --prune or --prune-until"):
         CompressRequest(distill_data=tmp_path / "data.npz")
+    with pytest.raises(InputError, match="--distill needs --prune"):
+        CompressRequest(distill=True)
     result = _cli("convert", f"{MODELS}/mlp.py:make", "-o", str(tmp_path / "m"), "--distill-data", str(tmp_path))
     assert result.returncode == 2 and "needs --prune" in result.stderr and not (tmp_path / "m").exists()
+
+
+def test_a_bad_distillation_time_is_rejected_before_any_work():
+    with pytest.raises(InputError, match="duration"):
+        CompressRequest(prune=0.5, distill=True, distill_time="soon")
 
 
 def test_prune_and_prune_until_together_is_rejected():
@@ -92,3 +99,77 @@ def test_cli_prune_json_manifest(tmp_path):
     assert result.returncode == 0, result.stderr
     manifest = json.loads(result.stdout)
     assert manifest["stages"][0]["name"] == "prune"
+
+
+# --- the bundled corpus -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_st_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sentence-transformers directory with MiniLM's tokenizer and pooling around a 2-layer, 32-wide BERT: the
+    shape of the real model at a size that prunes, distils and converts in seconds."""
+    import shutil
+
+    import torch
+    import transformers
+
+    from edgekit.sources import bundled_minilm_dir
+
+    out = tmp_path_factory.mktemp("tiny_st")
+    shutil.copytree(bundled_minilm_dir(), out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model.safetensors"))
+    config = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                     max_position_embeddings=512)  # fmt: skip
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(out)
+    return out
+
+
+def test_distill_on_the_bundled_corpus_judges_on_its_eval_split(tiny_st_dir, tmp_path):
+    """--distill with no data: importance and training read the corpus train split, the manifest's fidelity
+    before and after distillation is measured on the evaluation split only."""
+    from edgekit import corpus
+
+    request = CompressRequest(prune=0.5, distill=True, distill_texts=48, distill_steps=3)
+    manifest = edgekit.convert(tiny_st_dir, tmp_path / "art", compress=request)
+    prune, distill = manifest.stages[0], manifest.stages[1]
+    assert prune.params["importance"] == "activation" and prune.params["heads_ratio"] == 0.0
+    rows = prune.metrics["layers"]
+    assert [row["unit"] for row in rows] == ["ffn_neurons"] * 2 and all(len(row["kept"]) == 32 for row in rows)
+    assert prune.metrics["importance_data"]["samples"] == 48
+    before = prune.metrics["fidelity_before_distillation"]
+    assert before["samples"] == 256 and 0 < before["mean_cosine"] <= 1 and "recall@10" in before
+    facts = distill.metrics["data"]
+    assert facts["corpus"]["train_used"] == 48 and facts["corpus"]["eval_used"] == 256 and "user_data" not in facts
+    assert distill.metrics["train_samples"] == 48 and distill.metrics["held_out_samples"] == 256
+    assert distill.metrics["fidelity_after_distillation"]["samples"] == 256
+    assert corpus.eval_texts()[0] not in corpus.train_texts()[:48]
+
+
+def test_user_text_is_mixed_into_the_corpus_and_part_held_back(tiny_st_dir, tmp_path):
+    text = tmp_path / "mine.txt"
+    text.write_text("\n".join(f"Invoice {i} for the blue widget was paid on day {i}." for i in range(20)) + "\n")
+    request = CompressRequest(prune=0.5, distill_data=text, distill_texts=16, distill_steps=2)
+    assert request.distill  # --distill-data implies --distill
+    manifest = edgekit.convert(tiny_st_dir, tmp_path / "art", compress=request)
+    facts = manifest.stages[1].metrics["data"]
+    assert facts["user_data"]["train"] == 16 and facts["user_data"]["heldout"] == 4
+    assert facts["train_samples"] == 32 and facts["heldout_samples"] == 260
+
+
+def test_distill_without_a_tokenizer_or_data_is_bad_input(tmp_path):
+    with pytest.raises(InputError, match="no tokenizer"):
+        edgekit.convert(f"{MODELS}/cnn.py:make", tmp_path / "a", compress=CompressRequest(prune=0.5, distill=True))
+    assert not (tmp_path / "a").exists()
+
+
+def test_cli_distill_flag_needs_prune_and_heads_need_their_flag(tmp_path):
+    result = _cli("convert", f"{MODELS}/mlp.py:make", "-o", str(tmp_path / "m"), "--distill")
+    assert result.returncode == 2 and "--distill needs --prune" in result.stderr
+    result = _cli("convert", f"{MODELS}/transformer.py:make", "-o", str(tmp_path / "t"), "--prune", "0.5", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["stages"][0]["metrics"]["layers"]
+    assert {row["unit"] for row in rows} == {"ffn_neurons"}
+    result = _cli("convert", f"{MODELS}/transformer.py:make", "-o", str(tmp_path / "h"), "--prune", "0.5",
+                  "--prune-heads", "0.5", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "heads" in {row["unit"] for row in json.loads(result.stdout)["stages"][0]["metrics"]["layers"]}

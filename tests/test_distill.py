@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 from edgekit.converters.distill import DistillOptions, DistillResult, distill
 from edgekit.converters.distill.data import BatchPlan, collate, rows_from
 from edgekit.converters.distill.losses import output_loss, position_weights
+from edgekit.converters.distill.options import parse_duration
+from edgekit.converters.distill.schedule import BUDGET_EVERY
 from edgekit.converters.distill.train import lr_factor
 from edgekit.errors import InputError
 from edgekit.specs import TensorSpec
@@ -279,6 +281,30 @@ def test_lr_warms_up_then_decays() -> None:
     assert factor(55) == pytest.approx(0.55)
     assert factor(99) == pytest.approx(0.1, abs=1e-3)
     assert lr_factor(100, 0, "linear", 0.0)(50) == pytest.approx(0.5)
+
+
+def test_a_time_budget_fits_the_steps_and_still_decays_the_rate() -> None:
+    """max_seconds cuts a run planned far too long to what fits, and the schedule is fitted to the cut: the last
+    steps run at a decayed learning rate, not mid-schedule."""
+    torch.manual_seed(0)
+    teacher, student = MLP(8), MLP(8)
+    options = DistillOptions(lr=1e-2, max_steps=10**6, max_seconds=1.0, batch_size=8, **QUIET)
+    result = distill(student, teacher, mlp_data(64, 1), mlp_data(32, 2), options)
+    assert BUDGET_EVERY <= result.steps == result.total_steps < 10**6
+    assert result.seconds < 5
+    assert result.history[-1]["lr"] < 0.25 * options.lr
+    assert any("time budget" in note for note in result.notes)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("20m", 1200.0), ("90s", 90.0), ("1.5h", 5400.0), ("45", 45.0)])
+def test_durations_parse(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "0m", "ten minutes", "-5s", "5d"])
+def test_bad_durations_are_bad_input(text: str) -> None:
+    with pytest.raises(InputError, match="duration"):
+        parse_duration(text)
 
 
 def test_early_stopping_keeps_the_best_student() -> None:

@@ -105,7 +105,7 @@ def test_cnn_ignored_layer_keeps_its_channels() -> None:
 
 def test_transformer_encoder_heads_and_ffn(tmp_path: Path) -> None:
     model, example = _encoder()
-    result = prune_module(model, example, PruneOptions(0.5))
+    result = prune_module(model, example, PruneOptions(0.5, heads_ratio=0.5))
     layers = result.module.encoder.layers
     for layer in layers:
         assert isinstance(layer.self_attn, PrunedMultiheadAttention) and layer.self_attn.num_heads == 1
@@ -157,7 +157,7 @@ def test_tiny_bert_half_ffn_and_half_heads_stays_consistent(tmp_path: Path) -> N
 
 def test_bert_heads_only_equal_zeroed_output_columns() -> None:
     model, example = _tiny_bert()
-    result = prune_module(model, example, PruneOptions(0.5, ffn_ratio=0.0))
+    result = prune_module(model, example, PruneOptions(0.5, heads_ratio=0.5, ffn_ratio=0.0))
     reference = copy.deepcopy(model)
     with torch.no_grad():
         for layer, row in zip(reference.model.encoder.layer, result.plan["layers"], strict=True):
@@ -169,14 +169,15 @@ def test_bert_heads_only_equal_zeroed_output_columns() -> None:
 
 def test_global_head_pruning_keeps_one_head_per_layer() -> None:
     model, example = _tiny_bert()
-    result = prune_module(model, example, PruneOptions(0.75, global_pruning=True, ffn_ratio=0.0))
+    result = prune_module(model, example, PruneOptions(0.75, global_pruning=True, heads_ratio=0.75, ffn_ratio=0.0))
     after = [row["after"] for row in result.plan["layers"] if row["unit"] == "heads"]
     assert sum(after) == 2 and all(n >= 1 for n in after)
 
 
 def test_ignored_transformer_layer_is_left_whole() -> None:
     model, example = _tiny_bert()
-    result = prune_module(model, example, PruneOptions(0.5, ignored_layers=("model.encoder.layer.0",)))
+    options = PruneOptions(0.5, ignored_layers=("model.encoder.layer.0",), heads_ratio=0.5)
+    result = prune_module(model, example, options)
     first, second = result.module.model.encoder.layer
     assert first.attention.self.num_attention_heads == 4 and first.intermediate.dense.out_features == 64
     assert second.attention.self.num_attention_heads == 2 and second.intermediate.dense.out_features == 32
@@ -190,11 +191,96 @@ def test_taylor_removes_neurons_that_do_not_reach_the_output() -> None:
             layer.linear1.weight[:32] *= 10
             layer.linear2.weight[:, :32] = 0
     data = [{"input_ids": torch.randint(0, 100, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.int64)}]
-    taylor = prune_module(model, example, PruneOptions(0.5, importance="taylor", heads_ratio=0.0), data).module
-    l1 = prune_module(model, example, PruneOptions(0.5, heads_ratio=0.0)).module
+    taylor = prune_module(model, example, PruneOptions(0.5, importance="taylor"), data).module
+    l1 = prune_module(model, example, PruneOptions(0.5)).module
     for t_layer, m_layer in zip(taylor.encoder.layers, l1.encoder.layers, strict=True):
         assert (t_layer.linear2.weight.abs().sum(0) > 0).all()  # every dead neuron went
         assert (m_layer.linear2.weight.abs().sum(0) == 0).any()  # magnitude kept some
+
+
+def _text_batches(n: int = 3, vocab: int = 100) -> list[dict[str, torch.Tensor]]:
+    """Batches of random token ids with some padding, as calibration text gives them."""
+    g = torch.Generator().manual_seed(5)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(1, vocab, (4, 12), generator=g)
+        mask = torch.ones_like(ids)
+        mask[1, 8:] = 0
+        out.append({"input_ids": ids, "attention_mask": mask})
+    return out
+
+
+def test_default_prunes_the_ffn_and_keeps_every_head() -> None:
+    model, example = _tiny_bert()
+    result = prune_module(model, example, PruneOptions(0.5))
+    for layer in result.module.model.encoder.layer:
+        assert layer.attention.self.num_attention_heads == 4 and layer.intermediate.dense.out_features == 32
+    assert {row["unit"] for row in result.plan["layers"]} == {"ffn_neurons"}
+    assert all(len(row["kept"]) == 32 for row in result.plan["layers"])
+
+
+def test_activation_importance_keeps_the_neurons_that_fire() -> None:
+    """Half the FFN neurons get the biggest weights of all but never fire (ReLU of a large negative bias): weight
+    magnitude keeps them, activation importance keeps exactly the other half, which carries the output."""
+    model, example = _encoder()
+    with torch.no_grad():
+        for layer in model.encoder.layers:
+            layer.linear1.weight[:32] *= 5
+            layer.linear1.bias[:32] = -1e3
+            layer.linear2.weight[:, :32] *= 5
+    data = _text_batches()
+    by_activation = prune_module(model, example, PruneOptions(0.5, importance="activation"), data)
+    by_weight = prune_module(model, example, PruneOptions(0.5), data)
+    for row in by_activation.plan["layers"]:
+        assert row["kept"] == list(range(32, 64)), row["name"]
+    assert all(sum(i < 32 for i in row["kept"]) > 16 for row in by_weight.plan["layers"])  # the trap works
+    feeds = _text_batches(1)[0]
+    np.testing.assert_allclose(_torch_out(by_activation.module, feeds), _torch_out(model, feeds), atol=1e-5)
+
+
+def test_activation_importance_drops_heads_that_add_nothing() -> None:
+    """Head 0 of every layer has large query/key weights but a zero value projection: its output is zero, so the
+    head goes (torch.nn.MultiheadAttention: scored through a stand-in, then put back before slicing)."""
+    model, example = _encoder()
+    with torch.no_grad():
+        for layer in model.encoder.layers:
+            attention = layer.self_attn
+            attention.in_proj_weight[:16] *= 10  # query rows of head 0
+            attention.in_proj_weight[32:48] *= 10  # key rows of head 0
+            attention.in_proj_weight[64:80] = 0  # value rows of head 0
+            attention.in_proj_bias[64:80] = 0
+    options = PruneOptions(0.5, importance="activation", heads_ratio=0.5, ffn_ratio=0.0)
+    result = prune_module(model, example, options, _text_batches())
+    heads = [row for row in result.plan["layers"] if row["unit"] == "heads"]
+    assert [row["kept"] for row in heads] == [[1], [1]]
+    assert all(isinstance(layer.self_attn, nn.MultiheadAttention) for layer in model.encoder.layers)  # untouched
+    feeds = _text_batches(1)[0]
+    np.testing.assert_allclose(_torch_out(result.module, feeds), _torch_out(model, feeds), atol=1e-5)
+
+
+def test_activation_importance_on_bert_ignores_padding() -> None:
+    """Scores count real tokens only: the same sentences padded further rank the neurons the same way."""
+    from edgekit.converters.prune.activation import activation_scores
+    from edgekit.converters.prune.transformer import find_units
+
+    model, _ = _tiny_bert()
+    batch = _text_feeds(2, 10)
+    padded = {k: torch.nn.functional.pad(v, (0, 6)) for k, v in batch.items()}
+    units = find_units(model)
+    short = activation_scores(model, units, [batch], heads=True, ffn=True)
+    long = activation_scores(model, units, [padded], heads=True, ffn=True)
+    assert short.keys() == long.keys() and len(short) == 4
+    for key in short:
+        torch.testing.assert_close(short[key], long[key], rtol=1e-4, atol=1e-6)
+
+
+def test_activation_importance_needs_data_and_a_transformer() -> None:
+    model, example = _encoder()
+    with pytest.raises(InputError, match="activation importance needs data"):
+        prune_module(model, example, PruneOptions(0.5, importance="activation"))
+    cnn, cnn_example = _cnn()
+    with pytest.raises(InputError, match="conv channels"):
+        prune_module(cnn, cnn_example, PruneOptions(0.5, importance="activation"), [cnn_example])
 
 
 def test_taylor_needs_data() -> None:

@@ -51,21 +51,42 @@ def convert_command(
     target: Annotated[
         list[str], typer.Option("--target", help="Runtime to build and validate a variant for (repeatable).")
     ] = [],  # noqa: B006
-    prune: Annotated[float | None, typer.Option(help="Prune this fraction (0-1) of channels/neurons/heads.")] = None,
+    prune: Annotated[
+        float | None, typer.Option(help="Prune this fraction (0-1) of FFN neurons (transformers) or conv channels.")
+    ] = None,
     prune_until: Annotated[
         str | None, typer.Option("--prune-until", help='Prune in steps until e.g. "latency<=6ms" on --target.')
     ] = None,
     prune_kind: Annotated[str, typer.Option("--prune-kind", help="structured, unstructured or 2:4.")] = "structured",
     prune_heads: Annotated[
-        float | None, typer.Option("--prune-heads", help="Fraction of attention heads (default: --prune).")
+        float | None,
+        typer.Option("--prune-heads", help="Also remove this fraction of attention heads (default none)."),
     ] = None,
-    prune_importance: Annotated[str, typer.Option("--prune-importance", help="l1, l2 or taylor.")] = "l1",
+    prune_importance: Annotated[
+        str,
+        typer.Option(
+            "--prune-importance",
+            help="auto (activations on the data for transformers, else l1), activation, l1, l2 or taylor.",
+        ),
+    ] = "auto",
+    distill: Annotated[
+        bool, typer.Option("--distill", help="Distill the pruned model from the original on edgekit's corpus.")
+    ] = False,
     distill_data: Annotated[
-        str | None, typer.Option("--distill-data", help="Distill the pruned model from the original on this data.")
+        str | None, typer.Option("--distill-data", help="Add this data to the distillation (implies --distill).")
     ] = None,
+    distill_texts: Annotated[
+        int, typer.Option("--distill-texts", help="Sentences of edgekit's corpus to distil on (text models).")
+    ] = 20_000,
     distill_epochs: Annotated[int, typer.Option("--distill-epochs", help="Distillation epochs.")] = 3,
     distill_steps: Annotated[
         int | None, typer.Option("--distill-steps", help="Distillation steps (overrides epochs).")
+    ] = None,
+    distill_time: Annotated[
+        str | None,
+        typer.Option(
+            "--distill-time", help='Distillation time budget, e.g. "20m" (with epochs/steps: whichever ends first).'
+        ),
     ] = None,
     distill_loss: Annotated[
         str | None,
@@ -84,8 +105,9 @@ def convert_command(
     kinds = parse_output_kinds(output_kind)
     shrink = compress_request(
         prune=prune, prune_until=prune_until, prune_kind=prune_kind, prune_heads=prune_heads,
-        prune_importance=prune_importance, distill_data=distill_data, distill_epochs=distill_epochs,
-        distill_steps=distill_steps, distill_loss=distill_loss, distill_lr=distill_lr, targets=target,
+        prune_importance=prune_importance, distill=distill, distill_data=distill_data, distill_texts=distill_texts,
+        distill_epochs=distill_epochs, distill_steps=distill_steps, distill_time=distill_time,
+        distill_loss=distill_loss, distill_lr=distill_lr, targets=target,
     )  # fmt: skip
     with status("converting", enabled=not json_out) as say:
         manifest = convert(

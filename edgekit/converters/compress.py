@@ -14,30 +14,42 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.artifact import TOKENIZER_FILE, Stage
-from edgekit.errors import InputError
+from edgekit.artifact import Stage
+from edgekit.errors import ExportError, InputError
 from edgekit.runtimes import DEFAULT_TARGET
 
 if TYPE_CHECKING:
+    from edgekit.converters.compress_data import CompressData
     from edgekit.sources import LoadedSource
 
 ProgressFn = Callable[[str], None]
 PRUNE_KINDS = ("structured", "unstructured", "2:4")
+DATA_IMPORTANCES = ("activation", "taylor")  # importances that read data
+DISTILL_TEXTS = 20_000  # corpus sentences per run: varied enough, and an epoch fits a few minutes on 2 cores
 
 
 @dataclass(frozen=True)
 class CompressRequest:
-    """What the user asked of the torch-side stages (``--prune``, ``--prune-until``, ``--distill-*``)."""
+    """What the user asked of the torch-side stages (``--prune``, ``--prune-until``, ``--distill*``).
+
+    ``prune`` thins FFN neurons (transformers) or conv channels (CNNs); attention heads go only when
+    ``prune_heads`` says how many. ``distill`` trains the pruned student on edgekit's corpus (text models);
+    ``distill_data`` adds the user's data to it and implies ``distill``. ``prune_importance`` ``auto`` ranks
+    transformer neurons by their activations on that data, everything else by weight magnitude (l1).
+    """
 
     prune: float | None = None
     prune_until: str | None = None
     prune_kind: str = "structured"
     prune_heads: float | None = None
-    prune_importance: str = "l1"
+    prune_importance: str = "auto"
     prune_target: str = DEFAULT_TARGET
+    distill: bool = False
     distill_data: str | Path | None = None
+    distill_texts: int = DISTILL_TEXTS
     distill_epochs: int = 3
     distill_steps: int | None = None
+    distill_time: str | None = None  # a time budget such as "20m": the step count is fitted to it
     distill_loss: str | None = None  # None: cosine for embedding outputs, kl for logits
     distill_lr: float = 1e-4
     distill_batch_size: int = 16
@@ -47,23 +59,35 @@ class CompressRequest:
             raise InputError("give --prune RATIO or --prune-until EXPR, not both")
         if self.prune_kind not in PRUNE_KINDS:
             raise InputError(f"unknown --prune-kind {self.prune_kind!r}; expected one of: {', '.join(PRUNE_KINDS)}")
-        from edgekit.converters.prune import check_ratio
+        from edgekit.converters.prune import IMPORTANCES, check_ratio
 
+        if self.prune_importance not in ("auto", *IMPORTANCES):
+            choices = ", ".join(("auto", *IMPORTANCES))
+            raise InputError(f"unknown --prune-importance {self.prune_importance!r}; expected one of: {choices}")
         if self.prune is not None:
             check_ratio("--prune ratio", self.prune)
         if self.prune_heads is not None:
             check_ratio("--prune-heads ratio", self.prune_heads, allow_zero=True)
         if self.prune_until is not None and self.prune_kind != "structured":
             raise InputError("--prune-until needs structured pruning: sparsity does not change dense latency")
-        if self.distill_data is not None and self.prune is None and self.prune_until is None:
+        if self.distill_data is not None:
+            object.__setattr__(self, "distill", True)  # --distill-data implies --distill
+        if self.distill and self.prune is None and self.prune_until is None:
+            flag = "--distill-data" if self.distill_data is not None else "--distill"
             raise InputError(
-                "--distill-data needs --prune or --prune-until: without a smaller student, distillation would train"
+                f"{flag} needs --prune or --prune-until: without a smaller student, distillation would train"
                 " the model against itself (to distil into a student of your own, use `edgekit distill`)"
             )
+        if self.distill_texts < 1:
+            raise InputError(f"--distill-texts must be at least 1, got {self.distill_texts}")
+        if self.distill_time is not None:
+            from edgekit.converters.distill.options import parse_duration
+
+            parse_duration(self.distill_time)
 
     @property
     def active(self) -> bool:
-        return self.prune is not None or self.prune_until is not None or self.distill_data is not None
+        return self.prune is not None or self.prune_until is not None or self.distill
 
 
 def default_prune_target(targets: Sequence[str]) -> str:
@@ -77,10 +101,13 @@ def compress_request(
     prune_until: str | None = None,
     prune_kind: str = "structured",
     prune_heads: float | None = None,
-    prune_importance: str = "l1",
+    prune_importance: str = "auto",
+    distill: bool = False,
     distill_data: str | Path | None = None,
+    distill_texts: int = DISTILL_TEXTS,
     distill_epochs: int = 3,
     distill_steps: int | None = None,
+    distill_time: str | None = None,
     distill_loss: str | None = None,
     distill_lr: float = 1e-4,
     targets: Sequence[str] = (),
@@ -91,68 +118,126 @@ def compress_request(
     """
     return CompressRequest(
         prune=prune, prune_until=prune_until, prune_kind=prune_kind, prune_heads=prune_heads,
-        prune_importance=prune_importance, prune_target=default_prune_target(targets), distill_data=distill_data,
-        distill_epochs=distill_epochs, distill_steps=distill_steps, distill_loss=distill_loss, distill_lr=distill_lr,
+        prune_importance=prune_importance, prune_target=default_prune_target(targets), distill=distill,
+        distill_data=distill_data, distill_texts=distill_texts, distill_epochs=distill_epochs,
+        distill_steps=distill_steps, distill_time=distill_time, distill_loss=distill_loss, distill_lr=distill_lr,
     )  # fmt: skip
 
 
 def compress(src: LoadedSource, request: CompressRequest, say: ProgressFn) -> tuple[LoadedSource, list[Stage]]:
-    """Prune and/or distill ``src.module``; the original stays the teacher and the fidelity reference."""
+    """Prune and/or distill ``src.module``; the original stays the teacher and the fidelity reference.
+
+    Fidelity before and after distillation is measured on held-out data only (corpus evaluation split and the
+    user's held-back share), never on what importance or distillation read.
+    """
     if src.example_inputs is None:
         raise InputError(f"pruning and distillation need example inputs; {src.ref} gives none")
+    data = _data(src, request, say)
     teacher, student, stages = src.module, src.module, []
     if request.prune is not None or request.prune_until is not None:
-        student, stage = _prune(src, request, say)
+        student, stage = _prune(src, request, data, say)
         stages.append(stage)
-    if request.distill_data is not None:
-        student, stage = _distill(src, student, request, say)
+        _record_heldout(stage, "fidelity_before_distillation", teacher, student, src, data, request)
+    if request.distill:
+        if data is None:
+            raise InputError(
+                "--distill trains on edgekit's English corpus, and this model has no tokenizer to read it;"
+                " give --distill-data with samples for the model's inputs"
+            )
+        student, stage = _distill(src, student, request, data, say)
         stages.append(stage)
+        _record_heldout(stage, "fidelity_after_distillation", teacher, student, src, data, request)
     fidelity = _fidelity_to(teacher, student, src)
     stages[-1].metrics["fidelity_to_original_on_examples"] = fidelity
     return dataclasses.replace(src, module=student), stages
 
 
-def _prune(src: LoadedSource, request: CompressRequest, say: ProgressFn) -> tuple[Any, Stage]:
+def _data(src: LoadedSource, request: CompressRequest, say: ProgressFn) -> CompressData | None:
+    """Corpus and user rows; without distillation only the few corpus sentences importance reads."""
+    from edgekit.converters.compress_data import IMPORTANCE_SAMPLES, compress_data
+
+    corpus_texts = request.distill_texts if request.distill else IMPORTANCE_SAMPLES
+    data = compress_data(src, request.distill_data, corpus_texts)
+    if data is not None:
+        say(f"data: {data.facts['train_samples']} train / {data.facts['heldout_samples']} held-out samples")
+    return data
+
+
+def _record_heldout(
+    stage: Stage, key: str, teacher: Any, student: Any, src: LoadedSource, data: CompressData | None,
+    request: CompressRequest,
+) -> None:  # fmt: skip
+    from edgekit.converters.compress_data import heldout_fidelity
+
+    if data is None or not data.heldout:
+        return
+    names = src.output_names or ["output"]
+    embedding = (request.distill_loss or _default_loss(src)) != "kl"
+    try:
+        stage.metrics[key] = heldout_fidelity(teacher, student, data.heldout, names, embedding=embedding)
+    except ExportError:  # output count unknown for this source: the stage metrics still say what was done
+        return
+
+
+def _importance(request: CompressRequest, src: LoadedSource, data: CompressData | None) -> str:
+    """``auto``: activations on data for transformer neurons and heads; weight magnitude (l1) otherwise."""
+    if request.prune_importance != "auto":
+        return request.prune_importance
+    if data is None or request.prune_kind != "structured":
+        return "l1"
+    from edgekit.converters.prune.transformer import find_units
+
+    units = find_units(src.module)
+    return "activation" if units.attention or units.ffn else "l1"
+
+
+def _prune(
+    src: LoadedSource, request: CompressRequest, data: CompressData | None, say: ProgressFn
+) -> tuple[Any, Stage]:
     from edgekit.converters.prune import PruneOptions, parse_budget, prune_module, prune_until
 
     assert src.example_inputs is not None
     ratio = request.prune if request.prune is not None else 0.1
     options = PruneOptions(
-        ratio=ratio, kind=request.prune_kind, importance=request.prune_importance, heads_ratio=request.prune_heads
-    )
+        ratio=ratio, kind=request.prune_kind, importance=_importance(request, src, data),
+        heads_ratio=request.prune_heads or 0.0,
+    )  # fmt: skip
+    batches = list(data.importance_batches()) if data is not None and options.importance in DATA_IMPORTANCES else None
     if request.prune_until is not None:
         budget = parse_budget(request.prune_until)
         say(f"pruning until {request.prune_target} latency <= {budget:g} ms")
-        result = prune_until(src.module, src.example_inputs, budget, request.prune_target, options=options, source=src)
+        result = prune_until(
+            src.module, src.example_inputs, budget, request.prune_target, options=options, data=batches, source=src
+        )
     else:
-        say(f"pruning ({request.prune_kind}, ratio {ratio:g})")
-        result = prune_module(src.module, src.example_inputs, options)
+        say(f"pruning ({request.prune_kind}, ratio {ratio:g}, importance {options.importance})")
+        result = prune_module(src.module, src.example_inputs, options, batches)
     say(result.summary())
+    if batches is not None:
+        result.plan["importance_data"] = {"samples": sum(len(next(iter(b.values()))) for b in batches),
+                                          "from": "distillation train rows"}  # fmt: skip
     return result.module, Stage(name="prune", params=options.to_dict(), metrics=result.plan)
 
 
-def _distill(src: LoadedSource, student: Any, request: CompressRequest, say: ProgressFn) -> tuple[Any, Stage]:
+def _distill(
+    src: LoadedSource, student: Any, request: CompressRequest, data: CompressData, say: ProgressFn
+) -> tuple[Any, Stage]:
     from edgekit.converters.distill import DistillOptions, distill
-    from edgekit.converters.distill.data import rows_from_path, specs_from_examples
+    from edgekit.converters.distill.data import specs_from_examples
+    from edgekit.converters.distill.options import parse_duration
 
     assert src.example_inputs is not None
     specs = specs_from_examples(src.example_inputs, src.dynamic_dims)
-    tokenizer = src.extra_files.get(TOKENIZER_FILE)
-    rows = rows_from_path(request.distill_data, specs, tokenizer)  # type: ignore[arg-type]
-    if len(rows) < 2:
-        raise InputError(f"distillation data {request.distill_data} has {len(rows)} sample(s); need at least 2")
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(rows))
-    n_val = max(1, min(len(rows) // 5, 256))
-    val, train = [rows[i] for i in order[:n_val]], [rows[i] for i in order[n_val:]]
+    train, val = data.train, data.heldout
     loss = request.distill_loss or _default_loss(src)
     options = DistillOptions(
         loss=loss, epochs=request.distill_epochs, max_steps=request.distill_steps, lr=request.distill_lr,
         batch_size=request.distill_batch_size, project_outputs=False, progress=False,
+        max_seconds=parse_duration(request.distill_time) if request.distill_time is not None else None,
     )  # fmt: skip
     say(f"distilling ({loss}, {len(train)} train / {len(val)} held-out samples)")
-    result = distill(student, src.module, train, val, options, input_specs=specs)
-    metrics = {**result.summary(), "held_out_samples": len(val), "train_samples": len(train)}
+    result = distill(student, src.module, train, val or None, options, input_specs=specs)
+    metrics = {**result.summary(), "held_out_samples": len(val), "train_samples": len(train), "data": data.facts}
     return result.student, Stage(name="distill", params={"loss": loss, **_jsonable(options)}, metrics=metrics)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,6 +38,7 @@ class DistillOptions:
     min_lr_ratio: float = 0.0
     epochs: int = 3
     max_steps: int | None = None  # when set, the step budget (epochs is ignored)
+    max_seconds: float | None = None  # time budget: the step count is fitted to it as the run goes (schedule too)
     batch_size: int = 32  # global: split across processes under torchrun
     eval_batch_size: int | None = None
     seed: int = 0
@@ -61,7 +63,7 @@ class DistillOptions:
         for name in ("lr", "temperature", "batch_size", "epochs", "checkpoint_every"):
             if not getattr(self, name) > 0:  # ``not >``: NaN fails every comparison, so ``<= 0`` let it through
                 raise InputError(f"distillation {name} must be positive, got {getattr(self, name)}")
-        for name in ("max_steps", "eval_batch_size", "eval_every", "patience", "grad_clip"):
+        for name in ("max_steps", "max_seconds", "eval_batch_size", "eval_every", "patience", "grad_clip"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise InputError(f"distillation {name} must be positive (or unset), got {value}")
@@ -79,6 +81,21 @@ class DistillOptions:
         """What a checkpoint must agree on to be resumed: anything that changes the data order or the model."""
         keys = ("loss", "features", "project_outputs", "batch_size", "seed")
         return {k: list(map(list, v)) if k == "features" else v for k, v in asdict(self).items() if k in keys}
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|m|min|h)?\s*$", re.IGNORECASE)
+_SECONDS_PER_UNIT = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"20m"`` -> 1200.0 seconds; ``s``, ``m``/``min`` and ``h`` parse, a bare number is seconds."""
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise InputError(f"cannot read duration {text!r}; expected for example '20m', '90s' or '1.5h'")
+    seconds = float(match.group(1)) * _SECONDS_PER_UNIT[(match.group(2) or "s").lower()]
+    if not seconds > 0:
+        raise InputError(f"duration must be above zero, got {text!r}")
+    return seconds
 
 
 def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:

@@ -7,9 +7,8 @@ plan of global batches, evaluating, checkpointing and stopping early as the opti
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -43,6 +42,7 @@ from edgekit.converters.distill.losses import (
     run_model,
 )
 from edgekit.converters.distill.options import DistillOptions, DistillResult
+from edgekit.converters.distill.schedule import BUDGET_EVERY, lr_factor, steps_in_budget
 from edgekit.converters.distill.state import (
     Distributed,
     checkpoint_path,
@@ -55,22 +55,6 @@ from edgekit.retrieval import check_enough_texts, is_retrieval_metric, recall_ks
 from edgekit.specs import TensorSpec
 
 METRIC_KEYS = ("accuracy", "agreement", "cosine", "teacher_accuracy")
-
-
-def lr_factor(total: int, warmup: int, schedule: str, min_ratio: float) -> Callable[[int], float]:
-    """Linear warmup over ``warmup`` steps, then cosine or linear decay to ``min_ratio`` (or constant)."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if schedule == "cosine":
-            return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        if schedule == "linear":
-            return 1.0 - (1.0 - min_ratio) * progress
-        return 1.0
-
-    return factor
 
 
 class Trainer:
@@ -95,7 +79,7 @@ class Trainer:
         self.val_rows = rows_from(val_data, "validation data")
         self._check_data(student, input_specs)
         self.plan = self._plan()
-        self.total = options.max_steps or options.epochs * self.plan.steps_per_epoch
+        self.total = self.planned = options.max_steps or options.epochs * self.plan.steps_per_epoch
         self.metric = self._metric()
         torch.manual_seed(options.seed)
         teacher.to(ctx.device).eval()
@@ -208,9 +192,11 @@ class Trainer:
             wrapped = self._wrapped()
             if self.val_rows and not self.evals:
                 self._evaluate()
+            loop_start, first = time.perf_counter(), self.step
             with progress_bar(self.o.progress and self.ctx.is_main, self.total, self.step) as bar:
                 while self.step < self.total and not self.stopped:
                     self._train_step(wrapped, *trainer_params)
+                    self._fit_to_budget(start, loop_start, first)
                     if self._due(self.o.eval_every or self.plan.steps_per_epoch) and self.val_rows:
                         self._evaluate()
                     if self.o.checkpoint_dir and self.step % self.o.checkpoint_every == 0:
@@ -218,6 +204,8 @@ class Trainer:
                     bar(self.step, self.history[-1]["loss"], self.evals[-1] if self.evals else None)
             if self.o.checkpoint_dir and (self.step % self.o.checkpoint_every or self.stopped):
                 self._save(*trainer_params)
+            if self.total < self.planned:
+                self.notes.append(f"time budget {self.o.max_seconds:g} s: {self.total} of {self.planned} steps")
             self._restore_best()
         finally:
             self._remove_hooks()
@@ -231,9 +219,23 @@ class Trainer:
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
         ]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.o.lr)
-        warmup = round(self.o.warmup_ratio * self.total)
-        factor = lr_factor(self.total, warmup, self.o.schedule, self.o.min_lr_ratio)
+
+        def factor(step: int) -> float:  # reads self.total each step: a time budget may change it
+            warmup = round(self.o.warmup_ratio * self.total)
+            return lr_factor(self.total, warmup, self.o.schedule, self.o.min_lr_ratio)(step)
+
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def _fit_to_budget(self, start: float, loop_start: float, first: int) -> None:
+        """Under ``max_seconds``, every few steps refit the total to the time left at the pace so far; every
+        process takes the mean of their fits, so all stop at the same step."""
+        done = self.step - first
+        if self.o.max_seconds is None or done % BUDGET_EVERY:
+            return
+        now = time.perf_counter()
+        fitted = steps_in_budget(self.step, (now - loop_start) / done, self.o.max_seconds - (now - start), self.planned)
+        agreed = self.ctx.sum(torch.tensor([float(fitted)], dtype=torch.float64))[0] / self.ctx.world
+        self.total = max(self.step, round(float(agreed)))
 
     def _wrapped(self) -> nn.Module:
         if self.ctx.world == 1:

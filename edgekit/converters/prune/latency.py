@@ -73,7 +73,7 @@ def prune_until(
     and time on ``target`` in its own process, p50 ms) is at most ``budget_ms``.
 
     ``options`` gives kind, importance, ignored layers...; its ``ratio`` is replaced by each step's, and an
-    explicit ``heads_ratio``/``ffn_ratio`` caps that part. The plan's ``prune_until`` records every step
+    ``heads_ratio`` (and an explicit ``ffn_ratio``) caps that part. The plan's ``prune_until`` records every step
     (ratio, params, MACs, latency) and whether the budget was met; at ``max_ratio`` without meeting it, the
     most pruned model comes back with ``met: false``.
     """
@@ -114,7 +114,7 @@ def _check_budget(budget_ms: object) -> None:
 
 
 def _at_ratio(base: PruneOptions, ratio: float) -> PruneOptions:
-    heads = None if base.heads_ratio is None else min(base.heads_ratio, ratio)
+    heads = min(base.heads_ratio, ratio)
     ffn = None if base.ffn_ratio is None else min(base.ffn_ratio, ratio)
     return dataclasses.replace(base, ratio=ratio, heads_ratio=heads, ffn_ratio=ffn)
 

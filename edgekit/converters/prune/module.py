@@ -28,22 +28,25 @@ def prune_module(
 ) -> PruneResult:
     """Prune a copy of ``module`` as ``options`` say and check it still runs with the same output shapes.
 
-    ``data`` (feed dicts) is needed for Taylor importance only. Bad options, unknown layer names and models
-    whose layers cannot be analysed raise :class:`InputError` naming the layer.
+    ``data`` (batched feed dicts) is what Taylor and activation importance read. Bad options, unknown layer
+    names and models whose layers cannot be analysed raise :class:`InputError` naming the layer.
     """
     from edgekit.converters.prune import common, macs
 
     common.check_model(module)
     common.check_example_inputs(example_inputs)
     _check_ignored(module, options.ignored_layers)
-    if options.importance == "taylor" and data is None:
-        raise InputError("taylor importance needs data (an iterable of feed dicts); use l1 or l2 without data")
+    if options.importance in ("taylor", "activation") and data is None:
+        raise InputError(
+            f"{options.importance} importance needs data (an iterable of feed dicts); use l1 or l2 without data"
+        )
     pruned = copy.deepcopy(module).eval()
     reference = common.output_shapes(pruned, example_inputs)
+    data = list(data) if data is not None else None  # importance may read it twice (scores, then checks)
     grads = common.taylor_grads(pruned, data, options.seed) if options.importance == "taylor" else None
     counters = macs.attention_counters(pruned)
     params_before, macs_before = common.count_params_macs(pruned, example_inputs, counters)
-    details = _prune_in_place(pruned, example_inputs, options, grads)
+    details = _prune_in_place(pruned, example_inputs, options, grads, data)
     common.check_still_runs(pruned, example_inputs, reference)
     params_after, macs_after = common.count_params_macs(pruned, example_inputs, macs.attention_counters(pruned))
     plan = {
@@ -63,9 +66,13 @@ def _prune_in_place(
     example_inputs: dict[str, torch.Tensor],
     options: PruneOptions,
     grads: Grads | None,
+    data: Iterable[dict[str, torch.Tensor]] | None,
 ) -> dict[str, Any]:
     """Dispatch: sparsity kinds, transformer heads/FFN when the model has them, else conv channels."""
+    activation = options.importance == "activation"
     if options.kind != "structured":
+        if activation:
+            raise InputError("activation importance ranks whole neurons and heads; sparsity needs l1, l2 or taylor")
         from edgekit.converters.prune.sparse import sparsify
 
         details = sparsify(model, options, grads)
@@ -75,7 +82,16 @@ def _prune_in_place(
 
     units = find_units(model)
     if units.attention or units.ffn:
-        return prune_transformer(model, units, options, grads)
+        scores = None
+        if activation:
+            from edgekit.converters.prune.activation import activation_scores
+
+            assert data is not None
+            scores = activation_scores(model, units, data, heads=options.heads > 0, ffn=options.ffn > 0)
+        return prune_transformer(model, units, options, grads, scores)
+    if activation:
+        raise InputError("activation importance is for transformer FFN neurons and heads; for conv channels use "
+                         "l1, l2 or taylor")  # fmt: skip
     from edgekit.converters.prune.channels import prune_channels
 
     return prune_channels(model, example_inputs, options, grads)

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 KINDS = ("structured", "unstructured", "2:4")
-IMPORTANCES = ("l1", "l2", "taylor")
+IMPORTANCES = ("l1", "l2", "taylor", "activation")
 DENSE_NOTE = (
     "{kind} sparsity zeroes weights in place: tensor shapes, parameter count and dense MACs are unchanged. "
     "The zeros compress well on disk and can feed sparse kernels (2:4 on NVIDIA Ampere+ with TensorRT), but "
@@ -35,10 +35,14 @@ def check_ratio(name: str, value: object, *, allow_zero: bool = False) -> float:
 class PruneOptions:
     """What to prune and how to rank it.
 
-    ``ratio`` is the fraction removed: channels (CNN), heads and FFN neurons (transformers; ``heads_ratio`` and
-    ``ffn_ratio`` override it per part, 0 keeps that part whole), or weights zeroed (unstructured; 2:4 is always
-    50%). ``global_pruning`` ranks across layers instead of removing ``ratio`` in every layer. ``ignored_layers``
-    are qualified module names (``features.0``, ``model.encoder.layer.3``) left untouched with their children.
+    ``ratio`` is the fraction removed: channels (CNN), FFN neurons (transformers; ``ffn_ratio`` overrides it, 0
+    keeps the FFN whole), or weights zeroed (unstructured; 2:4 is always 50%). Attention heads go only when
+    ``heads_ratio`` asks: a head is a large, coarse unit, and thinning the FFN keeps far more of a small encoder.
+    ``importance``: ``l1``/``l2`` weight magnitude, ``taylor`` (|w|·|gradient|) or ``activation`` (transformers:
+    the RMS over tokens of a neuron's activation times its outgoing weights' norm, or of a head's output norm);
+    the last two read data. ``global_pruning`` ranks across layers instead of removing ``ratio`` in every layer.
+    ``ignored_layers`` are qualified module names (``features.0``, ``model.encoder.layer.3``) left untouched with
+    their children.
     """
 
     ratio: float
@@ -46,16 +50,15 @@ class PruneOptions:
     importance: str = "l1"
     global_pruning: bool = False
     ignored_layers: tuple[str, ...] = ()
-    heads_ratio: float | None = None
+    heads_ratio: float = 0.0
     ffn_ratio: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_ratio("prune ratio", self.ratio)
-        for name in ("heads_ratio", "ffn_ratio"):
-            value = getattr(self, name)
-            if value is not None:
-                check_ratio(name, value, allow_zero=True)
+        check_ratio("heads_ratio", self.heads_ratio, allow_zero=True)
+        if self.ffn_ratio is not None:
+            check_ratio("ffn_ratio", self.ffn_ratio, allow_zero=True)
         if self.kind not in KINDS:
             raise InputError(f"unknown prune kind {self.kind!r}; expected one of {', '.join(KINDS)}")
         if self.importance not in IMPORTANCES:
@@ -66,8 +69,8 @@ class PruneOptions:
 
     @property
     def heads(self) -> float:
-        """The fraction of attention heads to remove."""
-        return self.ratio if self.heads_ratio is None else self.heads_ratio
+        """The fraction of attention heads to remove (0 unless asked)."""
+        return self.heads_ratio
 
     @property
     def ffn(self) -> float:

@@ -28,6 +28,7 @@ import torch_pruning as tp
 from torch import nn
 
 from edgekit.converters.prune.common import element_scores, layer_error
+from edgekit.errors import InputError
 
 if TYPE_CHECKING:
     from edgekit.converters.prune.common import Grads
@@ -258,8 +259,15 @@ def _touches(ignored: tuple[str, ...], members: list[str]) -> bool:
     return any(m == ig or m.startswith(ig + ".") or ig.startswith(m + ".") or not ig for ig in ignored for m in members)
 
 
-def prune_transformer(model: nn.Module, units: Units, options: PruneOptions, grads: Grads | None) -> dict:
-    """Remove ``options.heads`` of the heads and ``options.ffn`` of the FFN neurons; the plan's layer rows."""
+def prune_transformer(
+    model: nn.Module, units: Units, options: PruneOptions, grads: Grads | None,
+    activations: dict[str, torch.Tensor] | None = None,
+) -> dict:  # fmt: skip
+    """Remove ``options.heads`` of the heads and ``options.ffn`` of the FFN neurons; the plan's layer rows.
+
+    ``activations`` (from :func:`edgekit.converters.prune.activation.activation_scores`) are the scores when
+    importance is ``activation``: per FFN keyed by its up projection, per attention unit by its name.
+    """
     ignored = options.ignored_layers
     for name, module, why in units.unknown:
         if not _touches(ignored, [name]):
@@ -269,12 +277,12 @@ def prune_transformer(model: nn.Module, units: Units, options: PruneOptions, gra
     ffns = [u for u in units.ffn if not _touches(ignored, [u.up_name, u.down_name])]
     rows: list[dict[str, Any]] = []
     if heads and options.heads > 0:
-        scores = [_head_scores(u, params, options.importance, grads) for u in heads]
+        scores = [_head_scores(u, params, options.importance, grads, activations) for u in heads]
         for unit, removed in zip(heads, removal_plan(scores, options.heads, options.global_pruning), strict=True):
             rows.append(_remove_heads(unit, removed))
         _disable_nested_fast_path(model)
     if ffns and options.ffn > 0:
-        scores = [_ffn_scores(u, params, options.importance, grads) for u in ffns]
+        scores = [_ffn_scores(u, params, options.importance, grads, activations) for u in ffns]
         for unit, removed in zip(ffns, removal_plan(scores, options.ffn, options.global_pruning), strict=True):
             rows.append(_remove_neurons(unit, removed))
     notes = [
@@ -289,8 +297,19 @@ def _scores_of(name: str, params: dict[str, nn.Parameter], importance: str, grad
     return element_scores(params[name], importance, None if grads is None else grads.get(name))
 
 
-def _head_scores(unit: HeadUnit, params: dict[str, nn.Parameter], importance: str, grads: Grads | None) -> torch.Tensor:
-    """Per head: its q/k/v rows plus its output-projection columns (Torch-Pruning's group sum)."""
+def _measured(activations: dict[str, torch.Tensor] | None, key: str) -> torch.Tensor:
+    if activations is None or key not in activations:
+        raise InputError(f"activation importance has no measurement for {key!r}; give data that reaches it")
+    return activations[key]
+
+
+def _head_scores(
+    unit: HeadUnit, params: dict[str, nn.Parameter], importance: str, grads: Grads | None,
+    activations: dict[str, torch.Tensor] | None,
+) -> torch.Tensor:  # fmt: skip
+    """Per head: measured contribution (activation), or its q/k/v rows plus output columns (Torch-Pruning's sum)."""
+    if importance == "activation":
+        return _measured(activations, unit.name)
     width = unit.heads * unit.head_dim
     total = torch.zeros(unit.heads)
     for weight, first in unit.projections:
@@ -300,7 +319,12 @@ def _head_scores(unit: HeadUnit, params: dict[str, nn.Parameter], importance: st
     return total + per_col.view(unit.heads, unit.head_dim).sum(dim=1)
 
 
-def _ffn_scores(unit: FfnUnit, params: dict[str, nn.Parameter], importance: str, grads: Grads | None) -> torch.Tensor:
+def _ffn_scores(
+    unit: FfnUnit, params: dict[str, nn.Parameter], importance: str, grads: Grads | None,
+    activations: dict[str, torch.Tensor] | None,
+) -> torch.Tensor:  # fmt: skip
+    if importance == "activation":
+        return _measured(activations, unit.up_name)
     up = _scores_of(f"{unit.up_name}.weight", params, importance, grads).sum(dim=1)
     return up + _scores_of(f"{unit.down_name}.weight", params, importance, grads).sum(dim=0)
 
@@ -330,7 +354,8 @@ def removal_plan(scores: list[torch.Tensor], ratio: float, global_pruning: bool)
 
 def _remove_heads(unit: HeadUnit, removed: list[int]) -> dict[str, Any]:
     kept = [h for h in range(unit.heads) if h not in removed]
-    row = {"name": unit.name, "unit": "heads", "before": unit.heads, "after": len(kept), "removed": removed}
+    row = {"name": unit.name, "unit": "heads", "before": unit.heads, "after": len(kept), "removed": removed,
+           "kept": kept}  # fmt: skip
     if not removed:
         return row
     cut = _head_rows(removed, unit.head_dim).tolist()
@@ -350,11 +375,14 @@ def _remove_heads(unit: HeadUnit, removed: list[int]) -> dict[str, Any]:
 
 
 def _remove_neurons(unit: FfnUnit, removed: list[int]) -> dict[str, Any]:
+    """Slice the neurons out; the row keeps which ones stayed (the plan, reproducible from the manifest)."""
     before = unit.up.out_features
+    removed_set = set(removed)
+    kept = [i for i in range(before) if i not in removed_set]
     if removed:
         tp.prune_linear_out_channels(unit.up, removed)
         tp.prune_linear_in_channels(unit.down, removed)
-    return {"name": unit.name, "unit": "ffn_neurons", "before": before, "after": unit.up.out_features}
+    return {"name": unit.name, "unit": "ffn_neurons", "before": before, "after": unit.up.out_features, "kept": kept}
 
 
 def _disable_nested_fast_path(model: nn.Module) -> None:
