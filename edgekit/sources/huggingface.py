@@ -90,16 +90,8 @@ def _offline() -> Iterator[None]:
                 os.environ[key] = value
 
 
-EXPORT_ATTENTION = "eager"  # see hf_model
-
-
 def hf_model(path: Path) -> Any:
-    """The model class named by ``config.architectures[0]`` when transformers has it, else AutoModel.
-
-    Attention is loaded as transformers' eager implementation (MatMul, scale, mask, Softmax, MatMul): the SDPA
-    path exports with NaN guards (IsNaN/Where per layer) that no runtime fuses. Measured on all-MiniLM-L6-v2,
-    batch 1, seq 128, 2 threads: FP32 1.11x faster on ONNX Runtime and 1.06x on OpenVINO, dynamic INT8 1.29x
-    faster on ONNX Runtime (what Optimum's export gets), same function."""
+    """The model class named by ``config.architectures[0]`` when transformers has it, else AutoModel."""
     import torch
 
     with _offline():
@@ -108,8 +100,7 @@ def hf_model(path: Path) -> Any:
         try:
             config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
             model_cls = _architecture_class(transformers, config)
-            model = model_cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32,
-                                              attn_implementation=EXPORT_ATTENTION)  # fmt: skip
+            model = model_cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
         except Exception as exc:
             raise SourceError(f"cannot load Hugging Face model from {path}: {one_line(exc)}") from exc
     if getattr(model.config, "use_cache", None):
