@@ -116,10 +116,10 @@ def _file_mb(path: Path) -> float:
 
 
 def _print_fidelity(rows: list[dict]) -> None:
-    print(f"{'artifact':<12} {'target':<12} {'file':<18} {'precision':<12} {'MB':>6} {'mean cos':>9} {'min cos':>8}"
+    print(f"{'artifact':<12} {'target':<12} {'file':<24} {'precision':<26} {'MB':>6} {'mean cos':>9} {'min cos':>8}"
           f" {'recall@10':>9} {'spearman':>9}")  # fmt: skip
     for r in rows:
-        print(f"{r['artifact']:<12} {r['target']:<12} {r['file']:<18} {r['precision']:<12} {r['mb']:>6.1f}"
+        print(f"{r['artifact']:<12} {r['target']:<12} {r['file']:<24} {r['precision']:<26} {r['mb']:>6.1f}"
               f" {r['mean_cosine']:>9.5f} {r['min_cosine']:>8.4f} {r['recall@10']:>9.3f}"
               f" {r['spearman']:>9.4f}")  # fmt: skip
     print("reference: sentence-transformers' encode of the source model (torch FP32), same texts")
@@ -132,7 +132,7 @@ def _print_summary(rows: list[dict], report: dict) -> None:
         if r["status"] == "ok":
             speed[(Path(r["model"]).name, r["target"], r["batch"])] = r
     _step("summary: fidelity on held-back text and speed vs sentence-transformers (median over rounds)")
-    print(f"{'artifact':<12} {'target':<12} {'precision':<12} {'MB':>6} {'mean cos':>9} {'recall@10':>9}"
+    print(f"{'artifact':<12} {'target':<12} {'precision':<26} {'MB':>6} {'mean cos':>9} {'recall@10':>9}"
           f" {'texts/s b1':>10} {'x ST':>6} {'texts/s b32':>11} {'x ST':>6}")  # fmt: skip
     for r in rows:
         cells = []
@@ -141,7 +141,7 @@ def _print_summary(rows: list[dict], report: dict) -> None:
             rate = (row.get("throughput") or {}).get("items_per_s")
             ratio = (row.get("speedup") or {}).get("items_per_s")
             cells += [f"{rate:>10.0f}" if rate else f"{'-':>10}", f"{ratio:>5.2f}x" if ratio else f"{'-':>6}"]
-        print(f"{r['artifact']:<12} {r['target']:<12} {r['precision']:<12} {r['mb']:>6.1f} {r['mean_cosine']:>9.5f}"
+        print(f"{r['artifact']:<12} {r['target']:<12} {r['precision']:<26} {r['mb']:>6.1f} {r['mean_cosine']:>9.5f}"
               f" {r['recall@10']:>9.3f} {cells[0]} {cells[1]} {cells[2]:>11} {cells[3]}")  # fmt: skip
     flags = " ".join(report["machine"].get("cpu_flags") or [])
     print(f"machine: {report['machine']['cpu_model']}, {report['machine']['usable_cores']} cores; flags: {flags}")
