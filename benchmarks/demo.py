@@ -110,9 +110,9 @@ def _fidelity_rows(artifacts: list[Path], targets: list[str], texts: list[str], 
 
 
 def _file_mb(path: Path) -> float:
-    from edgekit.onnxfile import external_data_of
+    from edgekit.benchmark.plan import onnx_file_bytes
 
-    return (path.stat().st_size + sum(p.stat().st_size for p in external_data_of(path))) / 1e6
+    return onnx_file_bytes(path) / 1e6
 
 
 def _print_fidelity(rows: list[dict]) -> None:

@@ -219,19 +219,11 @@ def default_int_ranges(specs: Sequence[TensorSpec]) -> dict[str, tuple[int, int]
 
 
 def onnx_file_bytes(path: Path) -> int:
-    """Size of the ONNX file plus the external-data files it references."""
-    from edgekit.onnxfile import read_onnx
+    """Size of the ONNX file plus the external-data files it references (found by onnxfile's confined reader,
+    which parses the model only when it can have external data)."""
+    from edgekit.onnxfile import external_data_of
 
-    total = path.stat().st_size
-    proto = read_onnx(path, check=False)
-    locations = {
-        entry.value for tensor in proto.graph.initializer for entry in tensor.external_data if entry.key == "location"
-    }
-    for loc in locations:
-        p = path.parent / loc
-        if p.is_file():
-            total += p.stat().st_size
-    return total
+    return path.stat().st_size + sum(p.stat().st_size for p in external_data_of(path) if p.is_file())
 
 
 def target_model_bytes(plan: ModelPlan, target: str) -> int:
