@@ -66,3 +66,17 @@ def test_bench_reports_the_size_of_the_file_each_target_runs(int8_artifact):
     sizes = {r.target: r.model_bytes for r in report.results}
     assert sizes["onnxruntime"] == (int8_artifact / "model.int8-dynamic.onnx").stat().st_size  # its variant
     assert sizes["openvino"] == (int8_artifact / "model.onnx").stat().st_size  # no variant: the FP32 model
+
+
+def test_a_models_size_includes_its_external_data(tmp_path, mlp_onnx):
+    import onnx
+
+    from edgekit.benchmark.plan import onnx_file_bytes
+
+    model = onnx.load(str(mlp_onnx.path))
+    path = tmp_path / "ext.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="w.bin",
+              size_threshold=0)  # fmt: skip
+    assert (tmp_path / "w.bin").stat().st_size > 0
+    assert onnx_file_bytes(path) == path.stat().st_size + (tmp_path / "w.bin").stat().st_size
+    assert onnx_file_bytes(mlp_onnx.path) == mlp_onnx.path.stat().st_size
