@@ -110,7 +110,7 @@ def test_auto_keeps_the_sensitive_layer_in_float_and_records_every_candidate(tmp
     options = AutoOptions(parse_fidelity("cosine>=0.95"), ("onnxruntime", "openvino"), latency=FAST)
     result = auto_quantize(src, work, data, refs, data.calibration[0], options, lambda _: None)
     rows = {(r["target"], r["scheme"]): r for r in result.candidates}
-    nncf = {("openvino", "int8-nncf")} if nncf_available() else set()
+    nncf = {("openvino", "int8-nncf"), ("openvino", "int8-nncf-sym")} if nncf_available() else set()
     assert set(rows) == {("onnxruntime", "fp32"), ("onnxruntime", "int8-dynamic"), ("onnxruntime", "int8"),
                          ("openvino", "fp32"), ("openvino", "int8"), *nncf}  # fmt: skip
     for row in rows.values():
@@ -275,3 +275,37 @@ def test_a_candidate_with_one_sample_outside_the_gate_is_not_taken():
     goal = parse_fidelity("cosine>=0.99")
     assert within_gate(good, "int8-qdq") and not within_gate(bad, "int8-qdq")
     assert _meets(goal, {**good, "within_gate": True}) and not _meets(goal, {**bad, "within_gate": False})
+
+
+def _scores_model(path: Path) -> Path:
+    """x[b, 4, 8] -> softmax(h @ h^T), h = norm(x) @ W: one weight MatMul and one activation x activation MatMul,
+    attention-like (so NNCF takes it for a transformer and quantizes both)."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), "w")
+    gamma = numpy_helper.from_array(np.ones(8, np.float32), "gamma")
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "gamma"], ["n"], name="norm", axis=-1),
+        helper.make_node("MatMul", ["n", "w"], ["h"], name="proj"),
+        helper.make_node("Transpose", ["h"], ["ht"], perm=[0, 2, 1], name="t"),
+        helper.make_node("MatMul", ["h", "ht"], ["s"], name="scores"),
+        helper.make_node("Softmax", ["s"], ["y"], name="softmax", axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes, "scores", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4, 4])], [w, gamma],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.skipif(not nncf_available(), reason="NNCF (the nncf extra) is not installed")
+def test_activation_matmuls_are_found_in_nncf_output_and_can_be_kept_in_float(tmp_path):
+    from edgekit.converters.quantize.sensitivity import activation_matmuls
+
+    src = _scores_model(tmp_path / "m.onnx")
+    feeds = [{"x": np.random.default_rng(i).standard_normal((1, 4, 8)).astype(np.float32)} for i in range(8)]
+    options = QuantizeOptions(mode="int8", engine="nncf")
+    quantized = quantize_model(src, tmp_path / "q.onnx", options, feeds)
+    assert activation_matmuls(quantized.path) == ["scores"]  # the weight MatMul is not one
+    kept = quantize_model(src, tmp_path / "k.onnx", options.excluding(["scores"]), feeds)
+    assert activation_matmuls(kept.path) == []
+    assert activation_matmuls(src) == []  # a float model has none

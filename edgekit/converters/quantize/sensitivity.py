@@ -19,6 +19,7 @@ import numpy as np
 
 Feeds = dict[str, np.ndarray]
 _TWO_GB = 2 * 1024**3
+_LAYOUT_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten")
 
 
 def rank_nodes(float_path: Path, quantized_path: Path, nodes: Sequence[str], samples: Sequence[Feeds]) -> list[tuple]:
@@ -43,6 +44,28 @@ def rank_nodes(float_path: Path, quantized_path: Path, nodes: Sequence[str], sam
         else:
             ranking.append((node.name, _activation_nsr(xs, qp) + _weight_nsr(w, _channel_axis(node, w))))
     return sorted(ranking, key=lambda item: -item[1])
+
+
+def activation_matmuls(quantized_path: Path) -> list[str]:
+    """MatMuls of ``quantized_path`` both of whose inputs are quantized activations (attention scores and the like):
+    no weight to rank them by, so ``auto`` judges keeping them in float as a group on the real outputs."""
+    import onnx
+
+    model = onnx.load(str(quantized_path), load_external_data=False)
+    constants = {i.name for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def quantized_activation(name: str) -> bool:
+        dq = producer.get(name)
+        while dq is not None and dq.op_type in _LAYOUT_OPS:  # a runtime moves dequantization past these
+            dq = producer.get(dq.input[0])
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return False
+        q = producer.get(dq.input[0])
+        return q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in constants
+
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and len(n.input) == 2]
+    return [n.name for n in matmuls if all(quantized_activation(i) for i in n.input)]
 
 
 def _oriented(node: Any, w: np.ndarray) -> np.ndarray:
