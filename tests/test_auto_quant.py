@@ -309,3 +309,21 @@ def test_activation_matmuls_are_found_in_nncf_output_and_can_be_kept_in_float(tm
     kept = quantize_model(src, tmp_path / "k.onnx", options.excluding(["scores"]), feeds)
     assert activation_matmuls(kept.path) == []
     assert activation_matmuls(src) == []  # a float model has none
+
+
+@pytest.mark.skipif(not nncf_available(), reason="NNCF (the nncf extra) is not installed")
+def test_a_missing_nncf_candidate_first_keeps_its_activation_matmuls_in_float(tmp_path):
+    src = _scores_model(tmp_path / "m.onnx")
+    specs = [TensorSpec("x", "float32", ("batch", 4, 8))]
+    feeds = [{"x": np.random.default_rng(i).standard_normal((1, 4, 8)).astype(np.float32)} for i in range(30)]
+    data = load_calibration(feeds, specs, CalibrationOptions(holdout=10))
+    work = tmp_path / "work"
+    work.mkdir()
+    said: list[str] = []
+    options = AutoOptions(parse_fidelity("max_abs<=1e-9"), ("openvino",), latency=FAST)
+    with pytest.raises(ValidationError):  # nothing quantized is that exact; the search order is what is tested
+        auto_quantize(src, work, data, references(src, data.heldout), data.calibration[0], options, said.append)
+    for scheme in ("int8-nncf", "int8-nncf-sym"):
+        group = said.index(f"auto: {scheme} with its 1 activation x activation MatMul(s) in float")
+        assert said.index(f"auto: quantizing {scheme}") < group < said.index(f"auto: {scheme} misses max_abs<=1e-09; "
+                                                                             "ranking layer sensitivity")  # fmt: skip

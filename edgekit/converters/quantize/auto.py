@@ -217,8 +217,8 @@ def _search(ctx: _Context, scheme: str, targets: list[str]) -> list[Step]:
     ctx.say(f"auto: {scheme} misses {ctx.opts.fidelity}; ranking layer sensitivity")
     samples = ctx.data.calibration[: ctx.opts.sensitivity_samples]
     ranking = [n for n, _ in rank_nodes(ctx.base, first.path, first.quantized_nodes, samples)]
-    k = 1
-    while k <= max(1, int(len(ranking) * ctx.opts.max_excluded_fraction)):
+    k, limit = 1, min(max(1, int(len(ranking) * ctx.opts.max_excluded_fraction)), len(ranking) - 1)
+    while k <= limit:  # never every node: a model with nothing quantized is the FP32 baseline
         excluded = [*kept, *ranking[:k]]
         ctx.say(f"auto: {scheme} with the {k} most sensitive node(s) in float")
         dst = ctx.work / f"{scheme}.{k}.onnx"
