@@ -142,15 +142,13 @@ def _convert_recipe(
     ctx: typer.Context, recipe: Path, output: Path | None, allow_source_change: bool, force: bool, json_out: bool
 ) -> None:
     """``--recipe``: the options given on the command line (not their defaults) override the recipe's values."""
-    from click.core import ParameterSource
-
     from edgekit.converters.replay import convert_recipe
 
     given = {
         p.name: (p.opts[0] if p.opts else p.name, ctx.params[p.name])
         for p in ctx.command.params
-        if p.name and ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    }
+        if p.name and getattr(ctx.get_parameter_source(p.name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+    }  # by name: typer may carry its own copy of click's ParameterSource
     with status("converting", enabled=not json_out) as say:
         manifest = convert_recipe(recipe, output, overrides=given, allow_source_change=allow_source_change,
                                   force=force, progress=say)  # fmt: skip
