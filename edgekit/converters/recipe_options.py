@@ -37,8 +37,9 @@ from edgekit.specs import parse_specs
 # what a replay reproduces, per stage, as far as it has been checked (tests/test_recipe.py); said in every record
 REPRODUCIBILITY = {
     "export": "byte-identical on replay with the same machine and library versions (tested)",
-    "quantize": "int8-dynamic and static int8 (ONNX Runtime, minmax) byte-identical on replay (tested); NNCF gave"
-    " identical files for identical inputs; auto's choices are recorded and rebuilt without timing",
+    "quantize": "int8-dynamic and static int8 (ONNX Runtime, minmax) byte-identical on replay (tested); auto's"
+    " choices are recorded and rebuilt without timing (tested); NNCF writes identical files for identical inputs"
+    " (tested); entropy/percentile calibration and fp16 not checked",
     "prune": "a fixed ratio is deterministic on CPU; prune.until decides by timing and searches again on replay",
     "distill": "seeded (data order, initialisation) but not checked to be bit-identical; with distill.time the"
     " step count depends on the machine's speed",
