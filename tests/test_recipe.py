@@ -274,3 +274,15 @@ def test_nncf_static_int8_is_deterministic_given_identical_inputs(cnn_recipe_art
     files = [quantize_model(cnn_recipe_artifact / "model.onnx", tmp_path / f"{n}.onnx", options, calibration).path
              for n in ("a", "b")]  # fmt: skip
     assert files[0].read_bytes() == files[1].read_bytes()
+
+
+def test_a_pruned_conversion_replays_byte_identical_with_its_importance_decided(tmp_path):
+    recipe = _copied_example(tmp_path, {"source": "cnn.py:make", "prune": {"ratio": 0.25},
+                                        "quantize": {"mode": "int8", "calib_data": "data/digits.npy"}})  # fmt: skip
+    first = edgekit_cli("convert", "--recipe", recipe, "-o", tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    recorded = read_manifest(tmp_path / "a").recipe
+    assert recorded["prune"]["importance"] == "l1" and recorded["prune"]["ratio"] == 0.25  # "auto" as decided
+    again = edgekit_cli("convert", "--recipe", tmp_path / "a" / "edgekit.json", "-o", tmp_path / "b")
+    assert again.returncode == 0, again.stderr
+    assert model_hashes(tmp_path / "b") == model_hashes(tmp_path / "a")

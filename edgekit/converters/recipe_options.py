@@ -3,7 +3,8 @@
 ``options_of`` turns a recipe into what :func:`edgekit.convert` takes; ``call_recipe`` writes any convert call
 down as a recipe (so every artifact records one, however it was made); ``resolved_recipe`` completes it with
 what the run decided: the source's kind and sha256, each data file's sha256, the exporter that passed, the
-output kinds, and ``--quantize auto``'s choices. Keeping both directions here keeps them from drifting.
+output kinds, prune's importance and distillation's loss where they were ``auto``, and ``--quantize auto``'s
+choices. Keeping both directions here keeps them from drifting.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ REPRODUCIBILITY = {
     "quantize": "int8-dynamic and static int8 (ONNX Runtime, minmax) byte-identical on replay (tested); auto's"
     " choices are recorded and rebuilt without timing (tested); NNCF writes identical files for identical inputs"
     " (tested); entropy/percentile calibration and fp16 not checked",
-    "prune": "a fixed ratio is deterministic on CPU; prune.until decides by timing and searches again on replay",
+    "prune": "a fixed ratio replays byte-identical (tested: structured, l1, a CNN); prune.until decides by timing"
+    " and searches again on replay",
     "distill": "seeded (data order, initialisation) but not checked to be bit-identical; with distill.time the"
     " step count depends on the machine's speed",
 }
@@ -148,8 +150,13 @@ def resolved_recipe(call: RecipeCall, source: Source, stages: Sequence[Stage], k
             "calib_data": _hashed(recipe.quantize.calib_data),
             "decisions": [AutoDecision(**d) for d in decisions] if decisions else None,
         })  # fmt: skip
+    prune = next((s for s in stages if s.name == "prune"), None)
+    if recipe.prune is not None and prune is not None:  # "auto" importance as decided
+        update["prune"] = recipe.prune.model_copy(update={"importance": prune.params["importance"]})
+    distill = next((s for s in stages if s.name == "distill"), None)
     if recipe.distill is not None:
-        update["distill"] = recipe.distill.model_copy(update={"data": _hashed(recipe.distill.data)})
+        loss = distill.params["loss"] if distill is not None else recipe.distill.loss  # the default as decided
+        update["distill"] = recipe.distill.model_copy(update={"data": _hashed(recipe.distill.data), "loss": loss})
     stages_run = [s.name for s in stages]
     notes = {k: v for k, v in REPRODUCIBILITY.items() if k in stages_run}
     update["recorded"] = call.recorded.model_copy(update={"reproducibility": notes})
