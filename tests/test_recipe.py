@@ -19,7 +19,6 @@ import yaml
 
 import edgekit
 from edgekit.artifact import read_manifest
-from edgekit.converters.replay import convert_recipe
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "recipes"
 
@@ -113,7 +112,7 @@ def test_command_line_options_override_the_recipe_and_are_recorded(tmp_path):
 def test_auto_choices_are_recorded_and_replayed_without_timing(tmp_path, monkeypatch):
     overrides = {"quantize": ("--quantize", "auto"), "target": ("--target", ["onnxruntime"]),
                  "fidelity": ("--fidelity", "cosine>=0.99")}  # fmt: skip
-    first = convert_recipe(EXAMPLES / "cnn.yaml", tmp_path / "auto", overrides=overrides)
+    first = edgekit.convert_recipe(EXAMPLES / "cnn.yaml", tmp_path / "auto", overrides=overrides)
     decisions = first.recipe["quantize"]["decisions"]
     stage = next(s for s in first.stages if s.name == "quantize")
     assert [d["target"] for d in decisions] == ["onnxruntime"]
@@ -126,7 +125,7 @@ def test_auto_choices_are_recorded_and_replayed_without_timing(tmp_path, monkeyp
         raise AssertionError("a replay must not time candidates")
 
     monkeypatch.setattr(auto, "measure_latency", no_timing)
-    again = convert_recipe(tmp_path / "auto" / "edgekit.json", tmp_path / "again")
+    again = edgekit.convert_recipe(tmp_path / "auto" / "edgekit.json", tmp_path / "again")
     replayed = next(s for s in again.stages if s.name == "quantize")
     assert replayed.metrics["replayed_decisions"] is True and replayed.metrics["candidates"] == []
     assert "search" not in replayed.metrics and again.recipe["quantize"]["decisions"] == decisions
