@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgekit.converters.attention_guard import drop_attention_nan_guards
 from edgekit.converters.torch_io import (
     call_args,
     feeds_at_sizes,
@@ -210,8 +211,9 @@ def _onnx_float(dtype: np.dtype) -> str:
     return str(dtype) if dtype != np.dtype("float64") else "float64"
 
 
-def export_onnx(module: torch.nn.Module, plan: IOPlan, path: Path, exporter: str, opset: int) -> None:
-    """Export with one exporter, name dims after the plan, and check the file (checker + ORT load)."""
+def export_onnx(module: torch.nn.Module, plan: IOPlan, path: Path, exporter: str, opset: int) -> dict[str, int]:
+    """Export with one exporter, name dims after the plan, and check the file (checker + ORT load); the
+    function-keeping graph rewrites applied, by name and count (for the manifest)."""
     large = _param_bytes(module) > _TWO_GB * 0.9
     try:
         with warnings.catch_warnings():
@@ -222,7 +224,9 @@ def export_onnx(module: torch.nn.Module, plan: IOPlan, path: Path, exporter: str
     except Exception as exc:
         raise ExportError(f"{exporter} exporter failed: {_first_line(exc)}") from exc
     _name_dims(path, plan)
+    guards = drop_attention_nan_guards(path)
     check_onnx_file(path)
+    return {"attention_nan_guards_removed": guards} if guards else {}
 
 
 def _run_exporter(module: torch.nn.Module, plan: IOPlan, path: Path, exporter: str, opset: int, large: bool) -> None:

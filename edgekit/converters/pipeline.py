@@ -261,15 +261,15 @@ def _validated(
 def _export_until_valid(
     module: Any, plan: IOPlan, path: Path, options: ExportOptions, cases: list[Case], kinds: Mapping[str, str],
     say: ProgressFn,
-) -> tuple[str, list[dict[str, str]], dict[str, TargetReport]]:  # fmt: skip
+) -> tuple[str, list[dict[str, Any]], dict[str, TargetReport]]:  # fmt: skip
     """Try each exporter in order; the first whose model passes the ONNX Runtime parity gate wins."""
-    attempts: list[dict[str, str]] = []
+    attempts: list[dict[str, Any]] = []
     failed_gate: TargetReport | None = None
     for exporter in options.exporter_order():
         _remove_model_files(path)
         say(f"exporting with the {exporter} exporter (opset {options.opset})")
         try:
-            export_onnx(module, plan, path, exporter, options.opset)
+            rewrites = export_onnx(module, plan, path, exporter, options.opset)
             say(f"checking parity on {DEFAULT_TARGET}")
             ref = ModelRef(path=path, inputs=tuple(plan.inputs), outputs=tuple(plan.outputs))
             report = _check_target(ref, DEFAULT_TARGET, cases, kinds)
@@ -277,7 +277,7 @@ def _export_until_valid(
             attempts.append({"exporter": exporter, "result": str(exc)})
             continue
         if report.passed:
-            attempts.append({"exporter": exporter, "result": "ok"})
+            attempts.append({"exporter": exporter, "result": "ok", **({"rewrites": rewrites} if rewrites else {})})
             return exporter, attempts, {DEFAULT_TARGET: report}
         attempts.append({"exporter": exporter, "result": f"parity failed: {report.failure}"})
         failed_gate = failed_gate or report
