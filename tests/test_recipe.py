@@ -131,6 +131,10 @@ def test_auto_choices_are_recorded_and_replayed_without_timing(tmp_path, monkeyp
     assert "search" not in replayed.metrics and again.recipe["quantize"]["decisions"] == decisions
     assert again.variants == first.variants
     assert model_hashes(tmp_path / "again") == model_hashes(tmp_path / "auto")
+    more = {"target": ("--target", ["onnxruntime", "openvino"])}  # a target nothing was decided for: refused first
+    with pytest.raises(edgekit.InputError, match=r"quantize\.decisions has no choice for target 'openvino'"):
+        edgekit.convert_recipe(tmp_path / "auto" / "edgekit.json", tmp_path / "more", overrides=more)
+    assert not (tmp_path / "more").exists()
 
 
 def _copied_example(tmp_path: Path, recipe: dict) -> Path:

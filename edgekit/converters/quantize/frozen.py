@@ -54,7 +54,7 @@ def rebuild_choices(
     """The variants ``choices`` name, built as the search built them, and each one's held-back fidelity."""
     from edgekit.converters.quantize.auto import _Context, _meets  # the search's own judgement, not a copy
 
-    by_target = _checked(choices, options.targets)
+    by_target = checked_choices(choices, options.targets)
     ctx = _Context(base, work, data, refs, options, say)
     files: dict[tuple[str, tuple[str, ...]], Path] = {}
     variants: dict[str, Path] = {}
@@ -77,7 +77,7 @@ def rebuild_choices(
     return AutoResult(variants, [], {t: by_target[t].scheme for t in options.targets}), fidelity
 
 
-def _checked(choices: Sequence[AutoChoice], targets: Sequence[str]) -> dict[str, AutoChoice]:
+def checked_choices(choices: Sequence[AutoChoice], targets: Sequence[str]) -> dict[str, AutoChoice]:
     """The choice for every target, each one a scheme auto could have chosen there; else one InputError line."""
     by_target = {c.target: c for c in choices}
     for target in targets:

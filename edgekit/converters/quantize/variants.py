@@ -72,6 +72,10 @@ class QuantizeRequest:
             raise InputError("--calib-data and --fidelity need --quantize (int8-dynamic, int8, fp16 or auto)")
         if self.decisions and self.mode != "auto":
             raise InputError(f"recorded auto decisions apply to --quantize auto, not {self.mode}")
+        if self.decisions:
+            from edgekit.converters.quantize.frozen import checked_choices
+
+            checked_choices(self.decisions, self.variant_targets())  # before the slow work, not after export
         CalibrationOptions(samples=self.calib_samples)
         check_source_exists(self.calib_data)
 
