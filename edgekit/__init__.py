@@ -14,6 +14,7 @@ from edgekit._version import __version__
 _LAZY: dict[str, str] = {
     "load": "edgekit.runtimes.loading",
     "convert": "edgekit.converters.pipeline",
+    "convert_recipe": "edgekit.converters.replay",
     "bench": "edgekit.benchmark",
     "available_targets": "edgekit.runtimes",
     "TensorSpec": "edgekit.specs",
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from edgekit.converters.export import ExportOptions as ExportOptions
     from edgekit.converters.pipeline import convert as convert
     from edgekit.converters.quantize.variants import QuantizeRequest as QuantizeRequest
+    from edgekit.converters.replay import convert_recipe as convert_recipe
     from edgekit.errors import *  # noqa: F403
     from edgekit.runtimes import available_targets as available_targets
     from edgekit.runtimes.base import Session as Session

@@ -99,6 +99,9 @@ class Manifest(BaseModel):
     # feeds for timing and checks stay inside what the model was exported for
     int_ranges: dict[str, tuple[int, int]] = Field(default_factory=dict)
     text: TextFacts | None = None  # a model with a tokenizer; None in artifacts from before edgekit recorded it
+    # the conversion as a resolved recipe (edgekit.converters.recipe): what `edgekit recipe` prints and
+    # `convert --recipe` replays; None in artifacts from before recipes
+    recipe: dict[str, Any] | None = None
     extras: dict[str, Any] = Field(default_factory=dict)  # anything not (yet) a field of its own
 
     @field_validator("validation")

@@ -18,6 +18,7 @@ from edgekit.cli.convert import convert_command
 from edgekit.cli.distill import distill_command
 from edgekit.cli.embed import embed_command
 from edgekit.cli.inspect import inspect_command
+from edgekit.cli.recipe import recipe_command
 from edgekit.cli.run import run_command
 from edgekit.cli.targets import targets_command
 
@@ -29,6 +30,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "inspect": inspect_command,
     "bench": bench_command,
     "distill": distill_command,
+    "recipe": recipe_command,
 }
 
 app = typer.Typer(

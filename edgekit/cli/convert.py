@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from edgekit.cli._common import out, print_json, shape_text, status
+from edgekit.errors import InputError
 from edgekit.retrieval import RETRIEVAL_MIN_TEXTS
 
 if TYPE_CHECKING:
@@ -16,10 +17,19 @@ if TYPE_CHECKING:
 
 
 def convert_command(
+    ctx: typer.Context,
     source: Annotated[
-        str, typer.Argument(help="file.py:function, package.module:function, .pt2, .pt, a model dir, or model.onnx")
-    ],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Artifact directory to write.")],
+        str | None,
+        typer.Argument(help="file.py:function, package.module:function, .pt2, .pt, a model dir, or model.onnx"),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Artifact directory to write.")] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option("--recipe", help="Convert as this recipe says (YAML, or an artifact's edgekit.json to replay)."),
+    ] = None,
+    allow_source_change: Annotated[
+        bool, typer.Option("--allow-source-change", help="Replay a recipe even if its source's sha256 changed.")
+    ] = False,
     inputs: Annotated[list[str], typer.Option("--input", help="Input spec NAME:DTYPE[DIM,...] (repeatable).")] = [],  # noqa: B006
     dims: Annotated[list[str], typer.Option("--dim", help="Example size of a symbolic dim, NAME=SIZE.")] = [],  # noqa: B006
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
@@ -93,8 +103,17 @@ def convert_command(
         typer.Option("--distill-loss", help="kl, mse or cosine (default: kl for logits, cosine for embeddings)."),
     ] = None,
     distill_lr: Annotated[float, typer.Option("--distill-lr", help="Distillation learning rate.")] = 1e-4,
+    seed: Annotated[int, typer.Option(help="Seed of export probes, pruning, distillation, calibration split.")] = 0,
 ) -> None:
-    """Export a PyTorch model (or take an ONNX model) to a validated artifact, optionally quantized per target."""
+    """Export a PyTorch model (or take an ONNX model) to a validated artifact, optionally quantized per target.
+
+    With --recipe the recipe says what to do; options given on the command line override its values (and the
+    manifest records each override)."""
+    if recipe is not None:
+        _convert_recipe(ctx, recipe, output, allow_source_change, force, json_out)
+        return
+    if source is None or output is None:
+        raise InputError("give SOURCE and -o OUT, or --recipe FILE")
     from edgekit.converters.compress import compress_request
     from edgekit.converters.pipeline import convert
     from edgekit.fidelity import parse_output_kinds
@@ -107,19 +126,40 @@ def convert_command(
         prune=prune, prune_until=prune_until, prune_kind=prune_kind, prune_heads=prune_heads,
         prune_importance=prune_importance, distill=distill, distill_data=distill_data, distill_texts=distill_texts,
         distill_epochs=distill_epochs, distill_steps=distill_steps, distill_time=distill_time,
-        distill_loss=distill_loss, distill_lr=distill_lr, targets=target,
+        distill_loss=distill_loss, distill_lr=distill_lr, targets=target, seed=seed,
     )  # fmt: skip
     with status("converting", enabled=not json_out) as say:
         manifest = convert(
             source, output, input_specs=specs, dim_sizes=sizes, opset=opset, exporter=exporter,
             allow_pickle=allow_pickle, validate_targets=validate_target, force=force, progress=say,
             quantize=quantize, calib_data=calib_data, calib_samples=calib_samples, calibration=calibration,
-            fidelity=fidelity, targets=target, compress=shrink, kinds=kinds,
+            fidelity=fidelity, targets=target, compress=shrink, kinds=kinds, seed=seed,
         )  # fmt: skip
+    _print_result(manifest, output, json_out)
+
+
+def _convert_recipe(
+    ctx: typer.Context, recipe: Path, output: Path | None, allow_source_change: bool, force: bool, json_out: bool
+) -> None:
+    """``--recipe``: the options given on the command line (not their defaults) override the recipe's values."""
+    from edgekit.converters.replay import convert_recipe
+
+    given = {
+        p.name: (p.opts[0] if p.opts else p.name, ctx.params[p.name])
+        for p in ctx.command.params
+        if p.name and getattr(ctx.get_parameter_source(p.name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+    }  # by name: typer may carry its own copy of click's ParameterSource
+    with status("converting", enabled=not json_out) as say:
+        manifest = convert_recipe(recipe, output, overrides=given, allow_source_change=allow_source_change,
+                                  force=force, progress=say)  # fmt: skip
+    _print_result(manifest, Path(manifest.recipe["output"]) if manifest.recipe else output, json_out)
+
+
+def _print_result(manifest: Manifest, output: Path | None, json_out: bool) -> None:
     if json_out:
         print_json(manifest.model_dump())
         return
-    _print_convert_summary(manifest, output)
+    _print_convert_summary(manifest, output or Path("."))
 
 
 def _print_convert_summary(manifest: Manifest, output: Path) -> None:

@@ -53,6 +53,7 @@ class CompressRequest:
     distill_loss: str | None = None  # None: cosine for embedding outputs, kl for logits
     distill_lr: float = 1e-4
     distill_batch_size: int = 16
+    seed: int = 0  # pruning's and distillation's random state (a recipe's seed)
 
     def __post_init__(self) -> None:
         if self.prune is not None and self.prune_until is not None:
@@ -111,6 +112,7 @@ def compress_request(
     distill_loss: str | None = None,
     distill_lr: float = 1e-4,
     targets: Sequence[str] = (),
+    seed: int = 0,
 ) -> CompressRequest:
     """The torch-side stages ``convert``'s flags ask for, checked now so bad flags fail before any loading.
 
@@ -121,6 +123,7 @@ def compress_request(
         prune_importance=prune_importance, prune_target=default_prune_target(targets), distill=distill,
         distill_data=distill_data, distill_texts=distill_texts, distill_epochs=distill_epochs,
         distill_steps=distill_steps, distill_time=distill_time, distill_loss=distill_loss, distill_lr=distill_lr,
+        seed=seed,
     )  # fmt: skip
 
 
@@ -200,7 +203,7 @@ def _prune(
     ratio = request.prune if request.prune is not None else 0.1
     options = PruneOptions(
         ratio=ratio, kind=request.prune_kind, importance=_importance(request, src, data),
-        heads_ratio=request.prune_heads or 0.0,
+        heads_ratio=request.prune_heads or 0.0, seed=request.seed,
     )  # fmt: skip
     batches = list(data.importance_batches()) if data is not None and options.importance in DATA_IMPORTANCES else None
     if request.prune_until is not None:
@@ -232,7 +235,7 @@ def _distill(
     loss = request.distill_loss or _default_loss(src)
     options = DistillOptions(
         loss=loss, epochs=request.distill_epochs, max_steps=request.distill_steps, lr=request.distill_lr,
-        batch_size=request.distill_batch_size, project_outputs=False, progress=False,
+        batch_size=request.distill_batch_size, project_outputs=False, progress=False, seed=request.seed,
         max_seconds=parse_duration(request.distill_time) if request.distill_time is not None else None,
     )  # fmt: skip
     say(f"distilling ({loss}, {len(train)} train / {len(val)} held-out samples)")

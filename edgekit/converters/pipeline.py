@@ -30,6 +30,7 @@ from edgekit.converters.compress import CompressRequest
 from edgekit.converters.compress import compress as compress_source
 from edgekit.converters.export import ExportOptions, IOPlan, export_onnx, plan_io
 from edgekit.converters.quantize.variants import QuantizeRequest, VariantsResult, build_variants
+from edgekit.converters.recipe_options import RecipeCall, call_recipe, resolved_recipe
 from edgekit.converters.validate import Case, TargetReport, build_cases, check_session, require_passed
 from edgekit.errors import EdgekitError, ExportError, InputError, ValidationError
 from edgekit.fidelity import TOLERANCES, output_kinds
@@ -66,6 +67,8 @@ def convert(
     compress: CompressRequest | None = None,
     kinds: Mapping[str, str] | None = None,
     export: ExportOptions | None = None,
+    seed: int = 0,
+    recipe: RecipeCall | None = None,
 ) -> Manifest:
     """Convert a PyTorch source (or an ONNX file) into a validated artifact directory at ``out``.
 
@@ -79,15 +82,21 @@ def convert(
     float ``[batch, classes]`` outputs are classifiers); ``top1`` fidelity applies to classifiers only.
 
     The keywords are shorthands for the option objects the two paths take, which can be passed whole instead:
-    ``export=ExportOptions(...)``, ``quantize=QuantizeRequest(...)``, ``compress=CompressRequest(...)``.
+    ``export=ExportOptions(...)``, ``quantize=QuantizeRequest(...)``, ``compress=CompressRequest(...)``; ``seed``
+    goes into the export and quantize options built from keywords (the option objects carry their own).
+
+    The manifest records the call as a resolved recipe (:mod:`edgekit.converters.recipe`): ``recipe`` is the
+    one being run (:func:`edgekit.converters.replay.convert_recipe`), else the call is written down as one.
     """
-    request = _quantize_request(quantize, calib_data, calib_samples, calibration, fidelity, targets)
-    export = _export_options(export, input_specs, dim_sizes, opset, exporter)
+    request = _quantize_request(quantize, calib_data, calib_samples, calibration, fidelity, targets, seed)
+    export = _export_options(export, input_specs, dim_sizes, opset, exporter, seed)
     variant_targets = request.variant_targets() if request.active else []
     checked = list(dict.fromkeys([DEFAULT_TARGET, *validate_targets, *request.targets, *variant_targets]))
     for t in checked:
         session_class(t)  # unknown or missing runtimes fail now, before the slow work
-    job = _Job(request, checked, dict(kinds or {}), force, progress or _quiet)
+    call = recipe or call_recipe(source, Path(out), export, compress, request, validate_targets, kinds or {},
+                                 allow_pickle)  # fmt: skip
+    job = _Job(request, checked, dict(kinds or {}), force, progress or _quiet, call)
     from edgekit.converters.onnx_source import is_onnx_source
 
     if is_onnx_source(source):
@@ -99,11 +108,11 @@ def convert(
 
 def _quantize_request(
     quantize: str | QuantizeRequest, calib_data: CalibSource | None, calib_samples: int, calibration: str,
-    fidelity: str | None, targets: Sequence[str],
+    fidelity: str | None, targets: Sequence[str], seed: int,
 ) -> QuantizeRequest:  # fmt: skip
     """``quantize`` as given, or built from the quantize keywords; both at once is ambiguous."""
     if not isinstance(quantize, QuantizeRequest):
-        return QuantizeRequest(quantize, calib_data, calib_samples, calibration, fidelity, tuple(targets))
+        return QuantizeRequest(quantize, calib_data, calib_samples, calibration, fidelity, tuple(targets), seed)
     if calib_data is not None or fidelity is not None or targets or (calib_samples, calibration) != (200, "minmax"):
         raise InputError("give quantize=QuantizeRequest(...) or the quantize keywords (calib_data, ...), not both")
     return quantize
@@ -111,11 +120,12 @@ def _quantize_request(
 
 def _export_options(
     export: ExportOptions | None, input_specs: Sequence[TensorSpec], dim_sizes: Mapping[str, int] | None,
-    opset: int, exporter: str,
+    opset: int, exporter: str, seed: int,
 ) -> ExportOptions:  # fmt: skip
     """``export`` as given, or built from the export keywords; both at once is ambiguous."""
     if export is None:
-        return ExportOptions(opset=opset, exporter=exporter, input_specs=tuple(input_specs), dim_sizes=dim_sizes or {})
+        return ExportOptions(opset=opset, exporter=exporter, input_specs=tuple(input_specs), dim_sizes=dim_sizes or {},
+                             seed=seed)  # fmt: skip
     if input_specs or dim_sizes or (opset, exporter) != (ExportOptions.opset, ExportOptions.exporter):
         raise InputError("give export=ExportOptions(...) or the export keywords (opset, exporter, ...), not both")
     return export
@@ -131,6 +141,7 @@ class _Job:
     kinds: Mapping[str, str]
     force: bool
     say: ProgressFn
+    recipe: RecipeCall  # what the manifest records, resolved with what the run decided
 
 
 def _convert_torch(
@@ -172,7 +183,7 @@ def _convert_torch(
             metrics={"attempts": attempts, "notes": plan.fixed_notes},
         )
         return _write_artifact(
-            tmp, say, variants,
+            tmp, job, variants,
             source=Source(kind=src.kind, ref=src.ref, sha256=src.sha256, metadata=src.metadata),
             inputs=[s.to_dict() for s in plan.inputs], outputs=[s.to_dict() for s in plan.outputs],
             output_kinds=kinds, precision="fp32", opset=export.opset, dynamic_dims=plan.dim_sizes,
@@ -204,7 +215,7 @@ def _convert_onnx(path: Path, out: Path, job: _Job) -> Manifest:
             variants = build_variants(tmp, job.request, src.inputs, reference, cases, find_tokenizer(tmp), kinds,
                                       job.say, max_length_of(text))  # fmt: skip
         return _write_artifact(
-            tmp, job.say, variants,
+            tmp, job, variants,
             source=Source(kind="onnx", ref=str(path.resolve()), sha256=src.sha256),
             inputs=[s.to_dict() for s in src.inputs], outputs=[s.to_dict() for s in src.outputs],
             output_kinds=kinds, precision=precision, opset=src.opset, stages=[], validation=reports,
@@ -213,15 +224,17 @@ def _convert_onnx(path: Path, out: Path, job: _Job) -> Manifest:
 
 
 def _write_artifact(
-    tmp: Path, say: ProgressFn, variants: VariantsResult | None, *, stages: list[Stage],
+    tmp: Path, job: _Job, variants: VariantsResult | None, *, stages: list[Stage],
     validation: Mapping[str, TargetReport], **fields: Any,
 ) -> Manifest:  # fmt: skip
     """The one manifest builder: the path's own fields, the quantize stage and its variants, every gate's
-    report, and the library and platform facts; then the manifest is written and hashed."""
+    report, the library and platform facts, and the resolved recipe; then the manifest is written and hashed."""
     reports = {**validation, **(variants.reports if variants else {})}
+    all_stages = [*stages, *([variants.stage] if variants else [])]
     manifest = Manifest(
         **fields,
-        stages=[*stages, *([variants.stage] if variants else [])],
+        stages=all_stages,
+        recipe=resolved_recipe(job.recipe, fields["source"], all_stages, fields["output_kinds"]),
         variants=variants.variants if variants else {},
         variant_precisions=variants.precisions if variants else {},
         variant_cpu_flags=variants.cpu_flags if variants else {},
@@ -229,7 +242,7 @@ def _write_artifact(
         libraries=library_versions(),
         platform=platform_facts(),
     )
-    say("writing artifact")
+    job.say("writing artifact")
     return write_manifest(tmp, manifest)
 
 

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from edgekit.retrieval import DEFAULT_K
 from edgekit.runtimes import DEFAULT_TARGET
 from edgekit.specs import TensorSpec
 
+if TYPE_CHECKING:
+    from edgekit.converters.quantize.frozen import AutoChoice
+
 Feeds = dict[str, np.ndarray]
 Reference = Callable[[Feeds], dict[str, np.ndarray]]
 ProgressFn = Callable[[str], None]
@@ -50,6 +53,8 @@ class QuantizeRequest:
     calibration: str = "minmax"
     fidelity: str | None = None
     targets: tuple[str, ...] = ()
+    seed: int = 0  # the calibration/held-back split
+    decisions: tuple[AutoChoice, ...] = ()  # auto: recorded choices to rebuild instead of searching (a replay)
 
     def __post_init__(self) -> None:
         if self.mode not in CLI_MODES:
@@ -65,6 +70,12 @@ class QuantizeRequest:
             )
         if self.mode == "none" and (self.calib_data is not None or self.fidelity is not None):
             raise InputError("--calib-data and --fidelity need --quantize (int8-dynamic, int8, fp16 or auto)")
+        if self.decisions and self.mode != "auto":
+            raise InputError(f"recorded auto decisions apply to --quantize auto, not {self.mode}")
+        if self.decisions:
+            from edgekit.converters.quantize.frozen import checked_choices
+
+            checked_choices(self.decisions, self.variant_targets())  # before the slow work, not after export
         CalibrationOptions(samples=self.calib_samples)
         check_source_exists(self.calib_data)
 
@@ -159,7 +170,7 @@ def _calibration(
     if request.calib_data is None:
         return None
     say("reading calibration data")
-    options = CalibrationOptions(samples=request.calib_samples, max_length=max_length)
+    options = CalibrationOptions(samples=request.calib_samples, max_length=max_length, seed=request.seed)
     return load_calibration(request.calib_data, inputs, options, tokenizer=tokenizer)
 
 
@@ -215,14 +226,21 @@ def _auto(
     kinds: Mapping[str, str], say: ProgressFn,
 ) -> tuple[dict[str, str], dict[str, Any]]:  # fmt: skip
     from edgekit.converters.quantize.auto import AutoOptions, auto_quantize, keep_files
+    from edgekit.converters.quantize.frozen import choice_records, decisions_of, rebuild_choices
 
     assert data is not None and request.goal is not None  # checked by QuantizeRequest
     targets = tuple(request.variant_targets())
     options = AutoOptions(fidelity=request.goal, targets=targets, calibration=request.calibration, output_kinds=kinds)
-    result = auto_quantize(base, work, data, refs, latency_feeds(data), options, say)
+    if request.decisions:  # a replay: the recorded choices, rebuilt without timing or searching
+        result, fidelity = rebuild_choices(base, work, data, refs, request.decisions, options, say)
+        decisions = choice_records(request.decisions, targets)
+        extra: dict[str, Any] = {"replayed_decisions": True, "heldout_fidelity": fidelity}
+    else:
+        result = auto_quantize(base, work, data, refs, latency_feeds(data), options, say)
+        decisions, extra = decisions_of(result), {"search": result.search}
     variants = keep_files(result, artifact, base.name)
     metrics = {"goal": str(request.goal), "chosen": result.chosen, "candidates": result.candidates}
-    return variants, {**metrics, "search": result.search}
+    return variants, {**metrics, "decisions": decisions, **extra}
 
 
 def latency_feeds(data: CalibrationSet) -> Feeds:
