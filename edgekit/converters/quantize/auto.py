@@ -202,18 +202,16 @@ def _search(ctx: _Context, scheme: str, targets: list[str]) -> list[Step]:
     steps = [_judge(ctx, Step(scheme, [], first), targets)]
     if all(_meets(ctx.opts.fidelity, steps[0].fidelity[t]) for t in targets) or opts.mode == "fp16":
         return steps
-    from edgekit.converters.quantize.sensitivity import activation_matmuls, rank_nodes
+    from edgekit.converters.quantize.sensitivity import rank_nodes
 
-    kept: list[str] = []  # activation x activation MatMuls, when keeping them in float helped
-    pairs = activation_matmuls(first.path)
-    if pairs:
-        ctx.say(f"auto: {scheme} with its {len(pairs)} activation x activation MatMul(s) in float")
-        result = quantize_model(ctx.base, ctx.work / f"{scheme}.a.onnx", opts.excluding(pairs), ctx.data.calibration)
-        steps.append(_judge(ctx, Step(scheme, pairs, result), targets))
-        if all(_meets(ctx.opts.fidelity, steps[-1].fidelity[t]) for t in targets):
+    group = _activation_matmul_step(ctx, scheme, opts, first, ranges, targets)
+    kept: list[str] = []  # the activation x activation MatMuls, when keeping them in float helped
+    if group is not None:
+        steps.append(group)
+        if all(_meets(ctx.opts.fidelity, group.fidelity[t]) for t in targets):
             return steps
-        if _helped(ctx.opts.fidelity, steps[0], steps[-1], targets):
-            kept = pairs
+        if _helped(ctx.opts.fidelity, steps[0], group, targets):
+            kept = group.excluded
     ctx.say(f"auto: {scheme} misses {ctx.opts.fidelity}; ranking layer sensitivity")
     samples = ctx.data.calibration[: ctx.opts.sensitivity_samples]
     ranking = [n for n, _ in rank_nodes(ctx.base, first.path, first.quantized_nodes, samples)]
@@ -229,6 +227,21 @@ def _search(ctx: _Context, scheme: str, targets: list[str]) -> list[Step]:
             break
         k *= 2
     return steps
+
+
+def _activation_matmul_step(
+    ctx: _Context, scheme: str, opts: QuantizeOptions, first: QuantizeResult, ranges: Path, targets: list[str]
+) -> Step | None:
+    """``first`` with its activation x activation MatMuls kept in float, judged; None when it has none."""
+    from edgekit.converters.quantize.sensitivity import activation_matmuls
+
+    pairs = activation_matmuls(first.path)
+    if not pairs:
+        return None
+    ctx.say(f"auto: {scheme} with its {len(pairs)} activation x activation MatMul(s) in float")
+    dst = ctx.work / f"{scheme}.a.onnx"
+    result = quantize_model(ctx.base, dst, opts.excluding(pairs), ctx.data.calibration, ranges=ranges)
+    return _judge(ctx, Step(scheme, pairs, result), targets)
 
 
 def _helped(goal: FidelityGoal, before: Step, after: Step, targets: Sequence[str]) -> bool:
