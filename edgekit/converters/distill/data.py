@@ -32,6 +32,7 @@ from edgekit.specs import TensorSpec, canonical_dtype
 LABELS = "labels"
 MASK = "attention_mask"
 Row = dict[str, torch.Tensor]
+BUCKET_BATCHES = 50  # batches sorted by length together: similar lengths, still a random stretch of the data
 DistillData = Iterable[Mapping[str, Any]] | Callable[[], Iterable[Mapping[str, Any]]] | torch.utils.data.Dataset
 
 
@@ -228,22 +229,49 @@ class BatchPlan:
     """Which rows each step of each epoch takes, the same on every process: a seeded shuffle per epoch, cut
     into global batches of ``batch_size``; under ``world`` processes each takes a contiguous, near-equal share.
 
+    With ``lengths`` (tokens per row), each run of :data:`BUCKET_BATCHES` batches of the shuffle is sorted by
+    length before it is cut and the batches are then shuffled: a batch pads to its longest row, so grouping rows
+    of similar length saves the compute padding wastes, while every batch still comes from a random stretch.
     A last partial batch is kept when every process gets at least one row of it, else dropped.
     """
 
-    def __init__(self, rows: int, batch_size: int, seed: int, world: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self, rows: int, batch_size: int, seed: int, world: int = 1, rank: int = 0, lengths: Any = None
+    ) -> None:
         self.rows, self.batch_size, self.seed, self.world, self.rank = rows, batch_size, seed, world, rank
+        self.lengths = None if lengths is None else np.asarray(lengths)
         full, rest = divmod(rows, batch_size)
         self.steps_per_epoch = full + (1 if rest >= world else 0)
+        self._epoch: tuple[int, list[np.ndarray]] | None = None
 
     def global_batch(self, epoch: int, index: int) -> np.ndarray:
         order = np.random.default_rng([self.seed, epoch]).permutation(self.rows)
-        return order[index * self.batch_size : (index + 1) * self.batch_size]
+        if self.lengths is None:
+            return order[index * self.batch_size : (index + 1) * self.batch_size]
+        if self._epoch is None or self._epoch[0] != epoch:
+            self._epoch = (epoch, self._bucketed(order, epoch))
+        return self._epoch[1][index]
+
+    def _bucketed(self, order: np.ndarray, epoch: int) -> list[np.ndarray]:
+        assert self.lengths is not None
+        span = self.batch_size * BUCKET_BATCHES
+        runs = [order[i : i + span] for i in range(0, len(order), span)]
+        ordered = np.concatenate([r[np.argsort(-self.lengths[r], kind="stable")] for r in runs])
+        batches = [ordered[i : i + self.batch_size] for i in range(0, len(ordered), self.batch_size)]
+        batches = batches[: self.steps_per_epoch]  # the partial tail, when dropped, is always last
+        shuffle = np.random.default_rng([self.seed, epoch, 1]).permutation(len(batches))
+        return [batches[i] for i in shuffle]
 
     def local_batch(self, epoch: int, index: int) -> tuple[np.ndarray, int]:
         """This process's row indices and the global batch size they belong to."""
         rows = self.global_batch(epoch, index)
         return np.array_split(rows, self.world)[self.rank], len(rows)
+
+
+def row_lengths(rows: Sequence[Row]) -> np.ndarray | None:
+    """Tokens per row (the longest rank 2 input's second axis), or None when no row has a length to pad."""
+    lengths = [max((v.shape[1] for v in r.values() if v.ndim == 2), default=0) for r in rows]
+    return np.asarray(lengths) if len(set(lengths)) > 1 else None
 
 
 def shard(n: int, world: int, rank: int) -> np.ndarray:

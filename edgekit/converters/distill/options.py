@@ -18,6 +18,7 @@ Metric = Literal["auto", "accuracy", "agreement", "cosine", "spearman", "recall@
 LOSSES = ("kl", "mse", "cosine")
 METRICS = ("auto", "accuracy", "agreement", "cosine", "spearman", "recall@10")
 SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class DistillOptions:
     resume: bool = False  # continue from checkpoint_dir/last.pt when it exists
     progress: bool = True
     device: str | None = None  # None: cuda:LOCAL_RANK when CUDA is available, else cpu
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # the student's forward; auto: bf16 where the CPU has it
+    cache_teacher: bool = True  # compute the teacher's output once per sample where it is one row per sample
+    bucket_by_length: bool = True  # batches of similar lengths: less padding to compute
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple((str(s), str(t)) for s, t in self.features))
@@ -60,6 +64,7 @@ class DistillOptions:
             _check_choice("metric", self.metric, METRICS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("feature loss", self.feature_loss, ("mse", "cosine"))
+        _check_choice("precision", self.precision, PRECISIONS)
         for name in ("lr", "temperature", "batch_size", "epochs", "checkpoint_every"):
             if not getattr(self, name) > 0:  # ``not >``: NaN fails every comparison, so ``<= 0`` let it through
                 raise InputError(f"distillation {name} must be positive, got {getattr(self, name)}")
@@ -79,7 +84,7 @@ class DistillOptions:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed: anything that changes the data order or the model."""
-        keys = ("loss", "features", "project_outputs", "batch_size", "seed")
+        keys = ("loss", "features", "project_outputs", "batch_size", "seed", "bucket_by_length")
         return {k: list(map(list, v)) if k == "features" else v for k, v in asdict(self).items() if k in keys}
 
 
@@ -125,6 +130,7 @@ class DistillResult:
     val_samples: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    speed: dict[str, Any] = field(default_factory=dict)  # precision, teacher cache, length buckets: what ran
 
     @property
     def final_loss(self) -> float | None:

@@ -21,6 +21,7 @@ from edgekit.converters.distill.data import (
     check_names,
     check_rows,
     collate,
+    row_lengths,
     rows_from,
     shard,
     specs_from_row,
@@ -43,6 +44,7 @@ from edgekit.converters.distill.losses import (
 )
 from edgekit.converters.distill.options import DistillOptions, DistillResult
 from edgekit.converters.distill.schedule import BUDGET_EVERY, lr_factor, steps_in_budget
+from edgekit.converters.distill.speed import TeacherCache, student_autocast, training_precision
 from edgekit.converters.distill.state import (
     Distributed,
     checkpoint_path,
@@ -96,6 +98,9 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.stopped, self.resumed_from, self.notes = False, None, []
         self._teacher_val: list[torch.Tensor] = []
+        self.precision = training_precision(options.precision, ctx.device)
+        why_not = "intermediate-layer losses need the teacher's hidden states every step" if layers else ""
+        self.teacher_cache = TeacherCache(len(self.train_rows), options.cache_teacher and not layers, why_not)
 
     # ---------------------------------------------------------------------------------------------- checks
 
@@ -110,7 +115,8 @@ class Trainer:
         world, n, size = self.ctx.world, len(self.train_rows), self.o.batch_size
         if size < world:
             raise InputError(f"batch size {size} is smaller than the {world} processes sharing it")
-        plan = BatchPlan(n, size, self.o.seed, world, self.ctx.rank)
+        lengths = row_lengths(self.train_rows) if self.o.bucket_by_length else None
+        plan = BatchPlan(n, size, self.o.seed, world, self.ctx.rank, lengths)
         if plan.steps_per_epoch == 0:
             raise InputError(f"distillation data has {n} samples, fewer than the {world} processes")
         return plan
@@ -254,10 +260,15 @@ class Trainer:
         local, global_size = self.plan.local_batch(epoch, index)
         batch = collate([self.train_rows[i] for i in local]).to(self.ctx.device)
         with torch.no_grad():
-            t_out = first_output(run_model(self.teacher, batch.feeds), "teacher")
+            if self.teacher_cache.enabled:
+                t_out = self.teacher_cache.outputs(local.tolist(), self._teacher_on)
+            else:
+                t_out = first_output(run_model(self.teacher, batch.feeds), "teacher")
             t_feats = self._teacher_features()
         self.model.train()
-        s_out, s_feats = wrapped(batch.feeds)
+        with student_autocast(self.precision, self.ctx.device):
+            s_out, s_feats = wrapped(batch.feeds)
+        s_out, s_feats = _as_fp32(s_out), [_as_fp32(f) for f in s_feats]  # the loss is always computed in fp32
         per_sample = self._loss(s_out, t_out, s_feats, t_feats, batch)
         # summed, scaled by the global batch: DDP's average over W processes is then the global batch mean
         loss = per_sample.sum() * (self.ctx.world / global_size)
@@ -271,6 +282,11 @@ class Trainer:
         self.step += 1
         total = self.ctx.sum(per_sample.detach().sum().double().reshape(1))
         self.history.append({"step": self.step, "loss": float(total[0]) / global_size, "lr": lr})
+
+    def _teacher_on(self, indices: Sequence[int]) -> torch.Tensor:
+        """The teacher's output for these training rows alone (the teacher cache's misses), always in fp32."""
+        feeds = collate([self.train_rows[i] for i in indices]).to(self.ctx.device).feeds
+        return first_output(run_model(self.teacher, feeds), "teacher")
 
     def _loss(self, s_out: Any, t_out: Any, s_feats: list[Any], t_feats: list[Any], batch: Batch) -> torch.Tensor:
         weights = position_weights(t_out, batch.feeds.get("attention_mask"))
@@ -390,4 +406,10 @@ class Trainer:
             teacher_accuracy=first.get("teacher_accuracy") if first else None,
             stopped_early=self.stopped, resumed_from=self.resumed_from, world_size=self.ctx.world,
             train_samples=len(self.train_rows), val_samples=len(self.val_rows), seconds=seconds, notes=self.notes,
+            speed={"precision": self.precision, "length_buckets": self.plan.lengths is not None,
+                   **self.teacher_cache.facts()},
         )  # fmt: skip
+
+
+def _as_fp32(value: torch.Tensor) -> torch.Tensor:
+    return value.float() if value.dtype in (torch.bfloat16, torch.float16) else value
