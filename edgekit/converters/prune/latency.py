@@ -206,7 +206,8 @@ class _Search:
         """Probe ``first`` and larger ratios in turn until one misses budget or floor; the largest passing wins."""
         winner: tuple[float, PruneResult] | None = None
         stop = f"the probe cap ({max_probes}) was reached"
-        for ratio in [first, *(r for r in ratios if r > first)][:max_probes]:
+        cap = max_probes + (first == 0.0)  # the original's own probe is free: it is the reference
+        for ratio in [first, *(r for r in ratios if r > first)][:cap]:
             within = True
             if ratio != first:
                 result, within = self.step(ratio)
@@ -219,7 +220,7 @@ class _Search:
                 break
             winner = (ratio, result)
         else:
-            stop = stop if len(self.probes) == max_probes else "max_ratio was reached"
+            stop = stop if len(self.probes) == cap else "max_ratio was reached"
         return self._decided(first, winner, stop, result)
 
     def _decided(
