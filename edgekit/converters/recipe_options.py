@@ -41,8 +41,8 @@ REPRODUCIBILITY = {
     "quantize": "int8-dynamic and static int8 (ONNX Runtime, minmax) byte-identical on replay (tested); auto's"
     " choices are recorded and rebuilt without timing (tested); NNCF writes identical files for identical inputs"
     " (tested); entropy/percentile calibration and fp16 not checked",
-    "prune": "a fixed ratio replays byte-identical (tested: structured, l1, a CNN); prune.until decides by timing"
-    " and searches again on replay",
+    "prune": "a fixed ratio replays byte-identical (tested: structured, l1, a CNN); prune.until (and its floor,"
+    " prune.fidelity) decides by timing and short probe distillations and searches again on replay",
     "distill": "seeded (data order, initialisation) but not checked to be bit-identical; with distill.time the"
     " step count depends on the machine's speed",
 }
