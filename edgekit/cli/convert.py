@@ -50,7 +50,10 @@ def convert_command(
     calibration: Annotated[str, typer.Option(help="Activation calibration: minmax, entropy or percentile.")] = "minmax",
     fidelity: Annotated[
         str | None,
-        typer.Option(help='Fidelity target, e.g. "cosine>=0.99", "rel_l2<=0.05", "top1>=0.99" (classifiers).'),
+        typer.Option(
+            help='Fidelity target, e.g. "cosine>=0.99", "rel_l2<=0.05", "top1>=0.99" (classifiers); with'
+            " --prune-until also the pruning search's floor."
+        ),
     ] = None,
     output_kind: Annotated[
         list[str],

@@ -109,7 +109,9 @@ class CompressRequest:
     def _check_floor(self) -> None:
         if self.prune_until is None:
             raise InputError("a pruning fidelity floor needs --prune-until (with --prune RATIO there is no search)")
-        self.floor  # noqa: B018  (parses it: a bad expression fails now)
+        from edgekit.goals import parse_fidelity
+
+        parse_fidelity(self.fidelity or "")  # a bad expression fails now, not after the search
         if self.probe_seconds is not None and not self.probe_seconds > 0:
             raise InputError(f"probe_seconds must be above zero, got {self.probe_seconds}")
 
