@@ -23,7 +23,7 @@ from edgekit.runtimes import DEFAULT_TARGET
 if TYPE_CHECKING:
     from edgekit.converters.compress_data import CompressData
     from edgekit.converters.prune.latency import Probe
-    from edgekit.converters.prune.options import PruneResult
+    from edgekit.converters.prune.options import PruneOptions, PruneResult
     from edgekit.converters.quantize.variants import QuantizeRequest
     from edgekit.goals import FidelityGoal
     from edgekit.sources import LoadedSource
@@ -274,8 +274,8 @@ def _prune(
 
 
 def _prune_until(
-    src: LoadedSource, request: CompressRequest, data: CompressData | None, options: Any, batches: list | None,
-    say: ProgressFn,
+    src: LoadedSource, request: CompressRequest, data: CompressData | None, options: PruneOptions,
+    batches: list[Any] | None, say: ProgressFn,
 ) -> PruneResult:  # fmt: skip
     """The budgeted search, each step timed as the model that ships; with a floor, probed and judged."""
     from edgekit.converters.prune import parse_budget, prune_until
