@@ -22,7 +22,7 @@ from torch import nn
 from edgekit.benchmark.measure import Candidate, measure_latency
 from edgekit.benchmark.plan import BenchConfig
 from edgekit.converters.prune import PruneOptions, PruneResult, prune_module
-from edgekit.converters.prune.latency import export_for_timing
+from edgekit.converters.prune.timing import export_for_timing
 
 
 def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -341,6 +341,14 @@ CONVERT = [
         "not both",
         id="convert-prune-twice",
     ),
+    pytest.param(
+        ("convert", MLP, "-o", OUT, "--prune-until", "speedup>=fast"), "speedup>=1.3", id="convert-prune-until-budget"
+    ),
+    pytest.param(
+        ("convert", MLP, "-o", OUT, "--prune-until", "latency<=1ms", "--fidelity", "cosine>=0.9"),
+        "held-out rows",
+        id="convert-prune-until-floor-without-data",
+    ),
 ]
 BENCH = [
     pytest.param(("bench", A, "--shape", "x=1xq"), "bad --shape", id="bench-shape-letter"),

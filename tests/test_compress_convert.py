@@ -173,3 +173,78 @@ def test_cli_distill_flag_needs_prune_and_heads_need_their_flag(tmp_path):
                   "--prune-heads", "0.5", "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "heads" in {row["unit"] for row in json.loads(result.stdout)["stages"][0]["metrics"]["layers"]}
+
+
+# --- --prune-until with a fidelity floor ----------------------------------------------------------------------
+
+
+def _rows(path: Path, **shapes: tuple[int, ...]) -> Path:
+    """An .npz of distillation rows: int64 token ids for ``input_ids``, ones for masks, normal floats otherwise."""
+    rng = np.random.default_rng(0)
+    arrays = {k: rng.integers(0, 100, s).astype(np.int64) if k == "input_ids" else rng.standard_normal(s).astype(
+        np.float32) for k, s in shapes.items()}  # fmt: skip
+    if "input_ids" in arrays:
+        arrays["attention_mask"] = np.ones_like(arrays["input_ids"])
+    np.savez(path, **arrays)
+    return path
+
+
+def test_prune_until_meets_budget_and_floor_and_times_the_quantized_model(tmp_path):
+    """A generous budget and a low floor: every step timed as ONNX Runtime dynamic INT8 (what ships), every probe
+    judged on held-out rows, the largest probed ratio wins and its distilled fidelity is recorded."""
+    from edgekit.converters.recipe import parse_recipe
+    from edgekit.converters.recipe_options import options_of
+
+    data = _rows(tmp_path / "d.npz", input_ids=(40, 12))
+    request = CompressRequest(prune_until="latency<=1000ms", distill_data=data, distill_steps=2, probe_seconds=1.0)
+    manifest = edgekit.convert(f"{MODELS}/transformer.py:make", tmp_path / "art", compress=request,
+                               quantize="int8-dynamic", fidelity="cosine>=0.1")  # fmt: skip
+    record = manifest.stages[0].metrics["prune_until"]
+    assert record["met"] and record["floor"] == "cosine>=0.1" and record["timed"] == "int8-dynamic"
+    assert {s["timed"] for s in record["steps"]} == {"int8-dynamic"} and record["steps"][0]["ratio"] == 0.0
+    probes = record["probes"]
+    assert [p["ratio"] for p in probes] == [0.0, 0.1, 0.2, 0.3]  # the original's probe is free, then the cap of 3
+    assert all(p["met"] and p["fidelity"]["samples"] == 8 and p["seconds"] >= 0 for p in probes)
+    assert probes[0]["time_box_s"] is None and probes[1]["time_box_s"] == 1.0
+    assert manifest.stages[0].metrics["ratio"] == 0.3 and record["decision"].startswith("ratio 0.3")
+    assert record["final"]["met"] and record["final"]["fidelity"]["samples"] == 8
+    assert manifest.recipe["prune"]["fidelity"] == "cosine>=0.1"
+    assert options_of(parse_recipe(manifest.recipe, "manifest")).compress.fidelity == "cosine>=0.1"
+
+
+def test_cli_prune_until_that_cannot_keep_the_floor_exits_1_and_writes_nothing(tmp_path):
+    """A speed-up budget the wide MLP meets by pruning, and a floor no pruned ratio keeps after a short probe."""
+    data = _rows(tmp_path / "x.npz", input=(40, 64))
+    result = _cli("convert", f"{MODELS}/wide_mlp.py:make", "-o", str(tmp_path / "out"), "--prune-until", "speedup>=1.3",
+                  "--fidelity", "cosine>=0.9999", "--distill-data", str(data), "--distill-steps", "2")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert "fidelity floor cosine>=0.9999" in line and "speed-up" in line and "reaches cosine=" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]
+
+
+def test_a_floor_that_nothing_within_budget_reaches_names_the_best_candidate():
+    from edgekit.converters.prune import parse_budget
+    from edgekit.converters.prune_floor import require_search_met
+    from edgekit.errors import ValidationError
+    from edgekit.goals import parse_fidelity
+
+    steps = [{"ratio": 0.0, "latency_ms": 8.0}, {"ratio": 0.9, "latency_ms": 7.0}]
+    record = {"met": False, "target": "onnxruntime", "steps": steps}
+    with pytest.raises(ValidationError, match=r"no ratio meets the budget.*ratio 0.9, reaches 7 ms") as caught:
+        require_search_met(record, parse_budget("latency<=6ms"), parse_fidelity("cosine>=0.9"))
+    assert caught.value.exit_code == 1
+
+
+def test_floor_and_budget_errors_are_bad_input_before_any_work(tmp_path):
+    with pytest.raises(InputError, match="needs --prune-until"):
+        CompressRequest(prune=0.5, fidelity="cosine>=0.9")
+    with pytest.raises(InputError, match=r"speedup>=1\.3"):
+        CompressRequest(prune_until="speedup>=fast")
+    with pytest.raises(InputError, match="fidelity"):
+        CompressRequest(prune_until="latency<=5ms", fidelity="cosine>=2")
+    with pytest.raises(InputError, match="held-out rows"):  # no tokenizer and no data: nothing to judge on
+        edgekit.convert(f"{MODELS}/mlp.py:make", tmp_path / "m", compress=CompressRequest(prune_until="latency<=5ms"),
+                        fidelity="cosine>=0.9")  # fmt: skip
+    assert not (tmp_path / "m").exists()

@@ -17,7 +17,8 @@ from torch import nn
 
 import edgekit
 from edgekit.converters.prune import PruneOptions, parse_budget, prune_module, prune_until
-from edgekit.converters.prune.latency import export_for_timing, step_ratios
+from edgekit.converters.prune.latency import step_ratios
+from edgekit.converters.prune.timing import export_for_timing
 from edgekit.converters.prune.transformer import PrunedMultiheadAttention
 from edgekit.errors import InputError
 from edgekit.sources import load_source
@@ -397,7 +398,7 @@ def _params_ms(model: nn.Module) -> float:
 
 def test_prune_until_stops_at_the_budget() -> None:
     model, example = _cnn()
-    result = prune_until(model, example, budget_ms=1.0, target="onnxruntime", step=0.1, measure=_params_ms)
+    result = prune_until(model, example, budget=1.0, target="onnxruntime", step=0.1, measure=_params_ms)
     record = result.plan["prune_until"]
     steps = record["steps"]
     assert record["met"] and [s["ratio"] for s in steps] == [0.0, 0.1, 0.2]
@@ -417,7 +418,7 @@ def test_prune_until_stops_at_max_ratio_when_the_budget_is_out_of_reach() -> Non
 def test_prune_until_times_on_the_target() -> None:
     """One real run: export, time in a separate ONNX Runtime process; a generous budget stops at once."""
     model, example = _cnn()
-    result = prune_until(model, example, budget_ms=1000.0, target="onnxruntime")
+    result = prune_until(model, example, budget=1000.0, target="onnxruntime")
     steps = result.plan["prune_until"]["steps"]
     assert result.plan["prune_until"]["met"] and len(steps) == 1 and 0 < steps[0]["latency_ms"] < 1000
 
@@ -425,11 +426,11 @@ def test_prune_until_times_on_the_target() -> None:
 def test_prune_until_bad_input() -> None:
     model, example = _cnn()
     with pytest.raises(InputError, match="budget"):
-        prune_until(model, example, budget_ms=0, target="onnxruntime", measure=_params_ms)
+        prune_until(model, example, budget=0, target="onnxruntime", measure=_params_ms)
     with pytest.raises(InputError, match="max_ratio"):
-        prune_until(model, example, budget_ms=1, target="onnxruntime", max_ratio=1.0, measure=_params_ms)
+        prune_until(model, example, budget=1, target="onnxruntime", max_ratio=1.0, measure=_params_ms)
     with pytest.raises(InputError, match="unknown target"):
-        prune_until(model, example, budget_ms=1, target="nope")
+        prune_until(model, example, budget=1, target="nope")
 
 
 def test_step_ratios_end_at_max_ratio() -> None:
@@ -439,10 +440,85 @@ def test_step_ratios_end_at_max_ratio() -> None:
 
 @pytest.mark.parametrize(("text", "ms"), [("latency<=6ms", 6.0), (" latency < 2.5 ms ", 2.5), ("latency<=0.5s", 500.0)])
 def test_parse_budget(text: str, ms: float) -> None:
-    assert parse_budget(text) == pytest.approx(ms)
+    budget = parse_budget(text)
+    assert budget.kind == "latency" and budget.value == pytest.approx(ms)
 
 
-@pytest.mark.parametrize("text", ["latency<=6", "latency>=6ms", "6ms", "latency<=0ms", "size<=6ms", ""])
+@pytest.mark.parametrize(("text", "factor"), [("speedup>=1.3", 1.3), (" SPEEDUP > 2x ", 2.0), ("speedup>=.5", 0.5)])
+def test_parse_speedup_budget(text: str, factor: float) -> None:
+    budget = parse_budget(text)
+    assert budget.kind == "speedup" and budget.value == pytest.approx(factor) and str(budget).startswith("speedup>=")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["latency<=6", "latency>=6ms", "6ms", "latency<=0ms", "size<=6ms", "", "speedup<=2", "speedup>=0", "speedup"],
+)
 def test_parse_budget_rejects_bad_text(text: str) -> None:
-    with pytest.raises(InputError, match="latency"):
+    with pytest.raises(InputError, match="latency") as caught:
         parse_budget(text)
+    assert "speedup>=1.3" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_prune_until_speedup_is_relative_to_the_unpruned_model() -> None:
+    model, example = _cnn()
+    result = prune_until(model, example, parse_budget("speedup>=1.5"), "onnxruntime", step=0.1, measure=_params_ms)
+    record = result.plan["prune_until"]
+    steps = record["steps"]
+    assert record["met"] and record["speedup"] == 1.5 and steps[0]["speedup"] == 1.0
+    assert steps[-1]["speedup"] >= 1.5 > steps[-2]["speedup"]
+    assert steps[-1]["speedup"] == pytest.approx(steps[0]["latency_ms"] / steps[-1]["latency_ms"], rel=1e-3)
+
+
+def _probe_until(floor_params: int) -> tuple[list[float], object]:
+    """A stand-in probe: a pruned model 'keeps fidelity' while it has at least ``floor_params`` parameters."""
+    seen: list[float] = []
+
+    def probe(ratio: float, result: object) -> dict:
+        seen.append(ratio)
+        params = sum(p.numel() for p in result.module.parameters())  # type: ignore[attr-defined]
+        return {"seconds": 0.0, "fidelity": {"params": params}, "met": params >= floor_params}
+
+    return seen, probe
+
+
+def test_prune_until_probes_upward_and_keeps_the_largest_ratio_that_passes() -> None:
+    model, example = _cnn()
+    first = prune_until(model, example, 1.0, "onnxruntime", step=0.1, measure=_params_ms)
+    within = first.plan["prune_until"]["steps"][-1]  # ratio 0.2, the first within budget
+    seen, probe = _probe_until(floor_params=within["params"] - 1)  # 0.2 passes, 0.3 has fewer params
+    result = prune_until(model, example, 1.0, "onnxruntime", step=0.1, measure=_params_ms, probe=probe)
+    record = result.plan["prune_until"]
+    assert seen == [0.2, 0.3] and [p["met"] for p in record["probes"]] == [True, False]
+    assert record["met"] and result.plan["ratio"] == 0.2 and "ratio 0.2" in record["decision"]
+    assert [s["ratio"] for s in record["steps"]] == [0.0, 0.1, 0.2, 0.3]
+
+
+def test_prune_until_probes_stop_at_the_cap() -> None:
+    model, example = _cnn()
+    seen, probe = _probe_until(floor_params=0)
+    result = prune_until(model, example, 1.0, "onnxruntime", step=0.1, measure=_params_ms, probe=probe, max_probes=3)
+    assert seen == [0.2, 0.3, 0.4] and result.plan["ratio"] == 0.4 and result.plan["prune_until"]["met"]
+
+
+def test_prune_until_is_not_met_when_the_first_ratio_within_budget_misses_the_floor() -> None:
+    model, example = _cnn()
+    seen, probe = _probe_until(floor_params=10**9)
+    result = prune_until(model, example, 1.0, "onnxruntime", step=0.1, measure=_params_ms, probe=probe)
+    record = result.plan["prune_until"]
+    assert seen == [0.2] and not record["met"] and record["decision"].startswith("none: ratio 0.2")
+    seen, probe = _probe_until(floor_params=0)
+    result = prune_until(model, example, 0.001, "onnxruntime", step=0.3, max_ratio=0.6, measure=_params_ms, probe=probe)
+    assert seen == [] and not result.plan["prune_until"]["met"] and "not met" in result.plan["prune_until"]["decision"]
+
+
+def test_prune_until_times_the_quantized_model_on_onnxruntime() -> None:
+    """Real export, ONNX Runtime dynamic INT8 and timing in a separate process; a static scheme without
+    calibration data is timed in FP32 and says why."""
+    model, example = _encoder()
+    result = prune_until(model, example, budget=1000.0, target="onnxruntime", scheme="int8-dynamic")
+    record = result.plan["prune_until"]
+    assert record["timed"] == "int8-dynamic" and record["steps"][0]["timed"] == "int8-dynamic"
+    result = prune_until(model, example, budget=1000.0, target="onnxruntime", scheme="int8")
+    step = result.plan["prune_until"]["steps"][0]
+    assert step["timed"] == "fp32" and "calibration" in step["note"]

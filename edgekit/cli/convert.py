@@ -50,7 +50,10 @@ def convert_command(
     calibration: Annotated[str, typer.Option(help="Activation calibration: minmax, entropy or percentile.")] = "minmax",
     fidelity: Annotated[
         str | None,
-        typer.Option(help='Fidelity target, e.g. "cosine>=0.99", "rel_l2<=0.05", "top1>=0.99" (classifiers).'),
+        typer.Option(
+            help='Fidelity target, e.g. "cosine>=0.99", "rel_l2<=0.05", "top1>=0.99" (classifiers); with'
+            " --prune-until also the pruning search's floor."
+        ),
     ] = None,
     output_kind: Annotated[
         list[str],
@@ -65,7 +68,12 @@ def convert_command(
         float | None, typer.Option(help="Prune this fraction (0-1) of FFN neurons (transformers) or conv channels.")
     ] = None,
     prune_until: Annotated[
-        str | None, typer.Option("--prune-until", help='Prune in steps until e.g. "latency<=6ms" on --target.')
+        str | None,
+        typer.Option(
+            "--prune-until",
+            help='Prune in steps until e.g. "latency<=6ms" or "speedup>=1.3" on --target; with --fidelity, the'
+            " largest ratio that also keeps it.",
+        ),
     ] = None,
     prune_kind: Annotated[str, typer.Option("--prune-kind", help="structured, unstructured or 2:4.")] = "structured",
     prune_heads: Annotated[

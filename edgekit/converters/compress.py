@@ -6,7 +6,9 @@ including how close the compressed model stays to the original on the same input
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,10 @@ from edgekit.runtimes import DEFAULT_TARGET
 
 if TYPE_CHECKING:
     from edgekit.converters.compress_data import CompressData
+    from edgekit.converters.prune.latency import Probe
+    from edgekit.converters.prune.options import PruneOptions, PruneResult
+    from edgekit.converters.quantize.variants import QuantizeRequest
+    from edgekit.goals import FidelityGoal
     from edgekit.sources import LoadedSource
 
 ProgressFn = Callable[[str], None]
@@ -36,6 +42,11 @@ class CompressRequest:
     ``prune_heads`` says how many. ``distill`` trains the pruned student on edgekit's corpus (text models);
     ``distill_data`` adds the user's data to it and implies ``distill``. ``prune_importance`` ``auto`` ranks
     transformer neurons by their activations on that data, everything else by weight magnitude (l1).
+
+    ``fidelity`` is ``--prune-until``'s floor (``--fidelity``): the largest ratio within the budget whose probe
+    distillation keeps it wins, and the final model must keep it too. ``quantize`` is what ``convert`` quantizes
+    the result with (it sets it): each ``--prune-until`` step is timed as that model. ``probe_seconds`` replaces
+    a probe's time box (a sixth of ``distill_time``, at least a minute).
     """
 
     prune: float | None = None
@@ -54,6 +65,9 @@ class CompressRequest:
     distill_lr: float = 1e-4
     distill_batch_size: int = 16
     seed: int = 0  # pruning's and distillation's random state (a recipe's seed)
+    fidelity: str | None = None  # --prune-until's fidelity floor, e.g. "cosine>=0.92"
+    quantize: QuantizeRequest | None = None  # set by convert: what ships, so what --prune-until times
+    probe_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.prune is not None and self.prune_until is not None:
@@ -71,6 +85,10 @@ class CompressRequest:
             check_ratio("--prune-heads ratio", self.prune_heads, allow_zero=True)
         if self.prune_until is not None and self.prune_kind != "structured":
             raise InputError("--prune-until needs structured pruning: sparsity does not change dense latency")
+        if self.prune_until is not None:
+            from edgekit.converters.prune.latency import parse_budget
+
+            parse_budget(self.prune_until)  # a bad budget fails before the model loads
         if self.distill_data is not None:
             object.__setattr__(self, "distill", True)  # --distill-data implies --distill
         if self.distill and self.prune is None and self.prune_until is None:
@@ -85,6 +103,23 @@ class CompressRequest:
             from edgekit.converters.distill.options import parse_duration
 
             parse_duration(self.distill_time)
+        if self.fidelity is not None:
+            self._check_floor()
+
+    def _check_floor(self) -> None:
+        if self.prune_until is None:
+            raise InputError("a pruning fidelity floor needs --prune-until (with --prune RATIO there is no search)")
+        from edgekit.goals import parse_fidelity
+
+        parse_fidelity(self.fidelity or "")  # a bad expression fails now, not after the search
+        if self.probe_seconds is not None and not self.probe_seconds > 0:
+            raise InputError(f"probe_seconds must be above zero, got {self.probe_seconds}")
+
+    @property
+    def floor(self) -> FidelityGoal | None:
+        from edgekit.goals import parse_fidelity
+
+        return parse_fidelity(self.fidelity) if self.fidelity is not None else None
 
     @property
     def active(self) -> bool:
@@ -150,6 +185,8 @@ def compress(src: LoadedSource, request: CompressRequest, say: ProgressFn) -> tu
         student, stage = _distill(src, student, request, data, say)
         stages.append(stage)
         _record_heldout(stage, "fidelity_after_distillation", teacher, student, src, data, request)
+    if request.floor is not None:
+        _require_final_floor(stages, request)
     fidelity = _fidelity_to(teacher, student, src)
     stages[-1].metrics["fidelity_to_original_on_examples"] = fidelity
     return dataclasses.replace(src, module=student), stages
@@ -170,16 +207,34 @@ def _record_heldout(
     stage: Stage, key: str, teacher: Any, student: Any, src: LoadedSource, data: CompressData | None,
     request: CompressRequest,
 ) -> None:  # fmt: skip
-    from edgekit.converters.compress_data import heldout_fidelity
-
     if data is None or not data.heldout:
         return
-    names = src.output_names or ["output"]
-    embedding = (request.distill_loss or _default_loss(src)) != "kl"
     try:
-        stage.metrics[key] = heldout_fidelity(teacher, student, data.heldout, names, embedding=embedding)
+        stage.metrics[key] = _heldout(teacher, student, src, data, request)
     except ExportError:  # output count unknown for this source: the stage metrics still say what was done
         return
+
+
+def _heldout(teacher: Any, student: Any, src: LoadedSource, data: CompressData, request: CompressRequest) -> dict:
+    """Fidelity on the held-out rows, with the recall@k the floor names (if any)."""
+    from edgekit.converters.compress_data import heldout_fidelity
+    from edgekit.retrieval import DEFAULT_K
+
+    names = src.output_names or ["output"]
+    embedding = (request.distill_loss or _default_loss(src)) != "kl"
+    ks = request.floor.recall_ks if request.floor is not None else ()
+    return heldout_fidelity(teacher, student, data.heldout, names, embedding=embedding, ks=ks or (DEFAULT_K,))
+
+
+def _require_final_floor(stages: list[Stage], request: CompressRequest) -> None:
+    """The chosen model, fully distilled (or pruned only), against the floor; recorded in the prune plan."""
+    from edgekit.converters.prune import parse_budget
+    from edgekit.converters.prune_floor import require_final
+
+    assert request.floor is not None and request.prune_until is not None
+    key = "fidelity_after_distillation" if request.distill else "fidelity_before_distillation"
+    measured = stages[-1].metrics.get(key, {})
+    require_final(stages[0].metrics["prune_until"], measured, request.floor, parse_budget(request.prune_until))
 
 
 def _importance(request: CompressRequest, src: LoadedSource, data: CompressData | None) -> str:
@@ -197,7 +252,7 @@ def _importance(request: CompressRequest, src: LoadedSource, data: CompressData 
 def _prune(
     src: LoadedSource, request: CompressRequest, data: CompressData | None, say: ProgressFn
 ) -> tuple[Any, Stage]:
-    from edgekit.converters.prune import PruneOptions, parse_budget, prune_module, prune_until
+    from edgekit.converters.prune import PruneOptions, prune_module
 
     assert src.example_inputs is not None
     ratio = request.prune if request.prune is not None else 0.1
@@ -207,11 +262,7 @@ def _prune(
     )  # fmt: skip
     batches = list(data.importance_batches()) if data is not None and options.importance in DATA_IMPORTANCES else None
     if request.prune_until is not None:
-        budget = parse_budget(request.prune_until)
-        say(f"pruning until {request.prune_target} latency <= {budget:g} ms")
-        result = prune_until(
-            src.module, src.example_inputs, budget, request.prune_target, options=options, data=batches, source=src
-        )
+        result = _prune_until(src, request, data, options, batches, say)
     else:
         say(f"pruning ({request.prune_kind}, ratio {ratio:g}, importance {options.importance})")
         result = prune_module(src.module, src.example_inputs, options, batches)
@@ -222,9 +273,69 @@ def _prune(
     return result.module, Stage(name="prune", params=options.to_dict(), metrics=result.plan)
 
 
+def _prune_until(
+    src: LoadedSource, request: CompressRequest, data: CompressData | None, options: PruneOptions,
+    batches: list[Any] | None, say: ProgressFn,
+) -> PruneResult:  # fmt: skip
+    """The budgeted search, each step timed as the model that ships; with a floor, probed and judged."""
+    from edgekit.converters.prune import parse_budget, prune_until
+    from edgekit.converters.prune.timing import timing_scheme
+    from edgekit.converters.prune_floor import check_floor, require_search_met, timing_calibration
+
+    assert src.example_inputs is not None and request.prune_until is not None
+    budget, goal = parse_budget(request.prune_until), request.floor
+    if goal is not None:
+        check_floor(goal, data)
+    scheme = timing_scheme(request.quantize.mode if request.quantize else "none", request.prune_target)
+    say(f"pruning until {budget} on {request.prune_target} (timing the {scheme} model)")
+    probe = _fidelity_probe(src, request, data, goal, say) if goal is not None and data is not None else None
+    result = prune_until(
+        src.module, src.example_inputs, budget, request.prune_target, options=options, data=batches, source=src,
+        scheme=scheme, calibration=timing_calibration(request.quantize, src, data), probe=probe,
+    )  # fmt: skip
+    if goal is not None:
+        result.plan["prune_until"]["floor"] = str(goal)
+        require_search_met(result.plan["prune_until"], budget, goal)
+    return result
+
+
+def _fidelity_probe(
+    src: LoadedSource, request: CompressRequest, data: CompressData, goal: FidelityGoal, say: ProgressFn
+) -> Probe:
+    """What one ratio keeps: a copy of its pruned model distilled for a short time box (when distillation is on),
+    judged on the held-out rows."""
+    from edgekit.converters.distill.options import parse_duration
+    from edgekit.converters.prune_floor import goal_view, probe_seconds
+
+    budget = parse_duration(request.distill_time) if request.distill_time is not None else None
+    seconds = probe_seconds(budget, request.probe_seconds)
+
+    def probe(ratio: float, result: PruneResult) -> dict[str, Any]:
+        start, student = time.perf_counter(), result.module
+        if request.distill and ratio > 0:
+            student, _ = _distill(src, copy.deepcopy(student), request, data, _quiet, max_seconds=seconds)
+        measured = _heldout(src.module, student, src, data, request)
+        met = goal.met(goal_view(measured))
+        say(f"probe at ratio {ratio:g}: {goal.values(goal_view(measured))} ({'meets' if met else 'misses'} {goal})")
+        took = round(time.perf_counter() - start, 2)
+        return {
+            "seconds": took,
+            "time_box_s": seconds if student is not result.module else None,
+            "fidelity": measured,
+            "met": met,
+        }
+
+    return probe
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
 def _distill(
-    src: LoadedSource, student: Any, request: CompressRequest, data: CompressData, say: ProgressFn
-) -> tuple[Any, Stage]:
+    src: LoadedSource, student: Any, request: CompressRequest, data: CompressData, say: ProgressFn,
+    max_seconds: float | None = None,
+) -> tuple[Any, Stage]:  # fmt: skip
     from edgekit.converters.distill import DistillOptions, distill
     from edgekit.converters.distill.data import specs_from_examples
     from edgekit.converters.distill.options import parse_duration
@@ -236,7 +347,7 @@ def _distill(
     options = DistillOptions(
         loss=loss, epochs=request.distill_epochs, max_steps=request.distill_steps, lr=request.distill_lr,
         batch_size=request.distill_batch_size, project_outputs=False, progress=False, seed=request.seed,
-        max_seconds=parse_duration(request.distill_time) if request.distill_time is not None else None,
+        max_seconds=max_seconds or (parse_duration(request.distill_time) if request.distill_time is not None else None),
     )  # fmt: skip
     say(f"distilling ({loss}, {len(train)} train / {len(val)} held-out samples)")
     result = distill(student, src.module, train, val or None, options, input_specs=specs)

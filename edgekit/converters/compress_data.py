@@ -112,8 +112,9 @@ def _mixed(corpus_rows: list[Feeds], user_rows: list[Feeds]) -> list[Feeds]:
 
 
 def heldout_fidelity(
-    teacher: Any, student: Any, rows: Sequence[Feeds], names: Sequence[str], *, embedding: bool
-) -> dict[str, Any]:
+    teacher: Any, student: Any, rows: Sequence[Feeds], names: Sequence[str], *, embedding: bool,
+    ks: Sequence[int] = (10,),
+) -> dict[str, Any]:  # fmt: skip
     """Mean and min cosine of the student's first output to the teacher's on held-out rows, with recall@10 and
     Spearman for an embedding and a set large enough; what the manifest reports before and after distillation."""
     from edgekit.converters.distill.data import collate, rows_from
@@ -135,5 +136,5 @@ def heldout_fidelity(
     out: dict[str, Any] = {"output": names[0], "samples": len(cos), "mean_cosine": float(cos.mean()),
                            "min_cosine": float(cos.min())}  # fmt: skip
     if embedding and a.ndim == 2:
-        out.update(retrieval_metrics(a, b))
+        out.update(retrieval_metrics(a, b, ks))
     return out

@@ -8,6 +8,7 @@ file as the source skips torch (:mod:`edgekit.converters.onnx_source`).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -88,7 +89,10 @@ def convert(
     The manifest records the call as a resolved recipe (:mod:`edgekit.converters.recipe`): ``recipe`` is the
     one being run (:func:`edgekit.converters.replay.convert_recipe`), else the call is written down as one.
     """
+    compress, fidelity = _pruning_floor(compress, quantize, fidelity)
     request = _quantize_request(quantize, calib_data, calib_samples, calibration, fidelity, targets, seed)
+    if compress is not None and compress.prune_until is not None:
+        compress = dataclasses.replace(compress, quantize=request)  # --prune-until times what ships
     export = _export_options(export, input_specs, dim_sizes, opset, exporter, seed)
     variant_targets = request.variant_targets() if request.active else []
     checked = list(dict.fromkeys([DEFAULT_TARGET, *validate_targets, *request.targets, *variant_targets]))
@@ -104,6 +108,18 @@ def convert(
             raise InputError("pruning and distillation need the PyTorch model, not an ONNX file")
         return _convert_onnx(Path(source), Path(out), job)
     return _convert_torch(source, Path(out), export, compress, allow_pickle, job)
+
+
+def _pruning_floor(
+    compress: CompressRequest | None, quantize: str | QuantizeRequest, fidelity: str | None
+) -> tuple[CompressRequest | None, str | None]:
+    """``fidelity`` with ``--prune-until`` is also the pruning search's floor; without ``--quantize`` only that.
+
+    Returns the compress request with its floor, and the fidelity left for quantization."""
+    if fidelity is None or compress is None or compress.prune_until is None:
+        return compress, fidelity
+    compress = dataclasses.replace(compress, fidelity=compress.fidelity or fidelity)
+    return compress, (None if quantize == "none" else fidelity)
 
 
 def _quantize_request(

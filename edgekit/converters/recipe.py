@@ -71,6 +71,9 @@ class PruneSection(BaseModel):
     kind: Literal[PRUNE_KINDS] = "structured"  # type: ignore[valid-type]
     heads: float | None = Field(None, ge=0, lt=1, description="also remove this fraction of attention heads")
     importance: Literal[("auto", *IMPORTANCES)] = "auto"  # type: ignore[valid-type]
+    fidelity: str | None = Field(
+        None, description='with until: the fidelity floor, e.g. "cosine>=0.92" (the largest ratio keeping it wins)'
+    )
 
 
 class DistillSection(BaseModel):

@@ -41,8 +41,8 @@ REPRODUCIBILITY = {
     "quantize": "int8-dynamic and static int8 (ONNX Runtime, minmax) byte-identical on replay (tested); auto's"
     " choices are recorded and rebuilt without timing (tested); NNCF writes identical files for identical inputs"
     " (tested); entropy/percentile calibration and fp16 not checked",
-    "prune": "a fixed ratio replays byte-identical (tested: structured, l1, a CNN); prune.until decides by timing"
-    " and searches again on replay",
+    "prune": "a fixed ratio replays byte-identical (tested: structured, l1, a CNN); prune.until (and its floor,"
+    " prune.fidelity) decides by timing and short probe distillations and searches again on replay",
     "distill": "seeded (data order, initialisation) but not checked to be bit-identical; with distill.time the"
     " step count depends on the machine's speed",
 }
@@ -93,6 +93,7 @@ def _compress_of(recipe: Recipe) -> CompressRequest | None:
     dd = d or DistillSection()
     return CompressRequest(
         prune=p.ratio, prune_until=p.until, prune_kind=p.kind, prune_heads=p.heads, prune_importance=p.importance,
+        fidelity=p.fidelity,
         prune_target=default_prune_target(recipe.targets), distill=d is not None,
         distill_data=dd.data.path if dd.data else None, distill_texts=dd.texts, distill_epochs=dd.epochs,
         distill_steps=dd.steps, distill_time=dd.time, distill_loss=dd.loss, distill_lr=dd.lr,
@@ -115,7 +116,8 @@ def call_recipe(
     prune, distill = None, None
     if compress is not None and (compress.prune is not None or compress.prune_until is not None):
         prune = PruneSection(ratio=compress.prune, until=compress.prune_until, kind=compress.prune_kind,
-                             heads=compress.prune_heads, importance=compress.prune_importance)  # fmt: skip
+                             heads=compress.prune_heads, importance=compress.prune_importance,
+                             fidelity=compress.fidelity)  # fmt: skip
     if compress is not None and compress.distill:
         data, why = _data_file(compress.distill_data, "distillation data")
         distill = DistillSection(data=data, texts=compress.distill_texts, epochs=compress.distill_epochs,

@@ -8,12 +8,13 @@ files and input for sparse kernels, no speed-up on dense CPU runtimes; the repor
 Modules: ``options`` (PruneOptions, PruneResult: at the bottom, imported by all), ``module`` (prune_module),
 ``channels`` (CNN), ``transformer`` (heads/FFN), ``activation`` (data-aware importance for heads/FFN),
 ``sparse`` (zeros), ``common`` (importance, counting, naming a failing layer), ``macs`` (MAC counters for
-attention), ``latency`` (``prune_until``, ``parse_budget``).
+attention), ``latency`` (``prune_until``, ``parse_budget``), ``timing`` (how a step is exported, quantized and
+timed).
 """
 
-from edgekit.converters.prune.latency import parse_budget, prune_until
+from edgekit.converters.prune.latency import Budget, parse_budget, prune_until
 from edgekit.converters.prune.module import prune_module
 from edgekit.converters.prune.options import IMPORTANCES, KINDS, PruneOptions, PruneResult, check_ratio
 
-__all__ = ["IMPORTANCES", "KINDS", "PruneOptions", "PruneResult", "check_ratio", "parse_budget", "prune_module",
-           "prune_until"]  # fmt: skip
+__all__ = ["IMPORTANCES", "KINDS", "Budget", "PruneOptions", "PruneResult", "check_ratio", "parse_budget",
+           "prune_module", "prune_until"]  # fmt: skip
