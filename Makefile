@@ -24,16 +24,16 @@ demo: venv
 	$(PY) benchmarks/demo.py --out $(DEMO_DIR)
 
 test: venv
-	$(PY) -m ruff check edgekit tests benchmarks
+	$(PY) -m ruff check edgekit tests benchmarks examples tools
 	$(PY) -m pytest -q
 
 lint: venv
-	$(PY) -m ruff check edgekit tests benchmarks
-	$(PY) -m ruff format --check edgekit tests benchmarks
+	$(PY) -m ruff check edgekit tests benchmarks examples tools
+	$(PY) -m ruff format --check edgekit tests benchmarks examples tools
 
 format: venv
-	$(PY) -m ruff format edgekit tests benchmarks
-	$(PY) -m ruff check --fix edgekit tests benchmarks
+	$(PY) -m ruff format edgekit tests benchmarks examples tools
+	$(PY) -m ruff check --fix edgekit tests benchmarks examples tools
 
 bench: venv
 	$(PY) benchmarks/bench_suite.py --plot

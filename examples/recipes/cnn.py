@@ -1,4 +1,4 @@
-"""A small image classifier for the CNN recipe: x: float32[batch, 1, 8, 8] (scikit-learn's digits) -> logits [batch, 10].
+"""A small image classifier for the CNN recipe: x float32[batch, 1, 8, 8] (scikit-learn's digits) -> logits.
 
 Weights come from a fixed seed and the BatchNorm statistics are made non-trivial, so the recipe's INT8 variant has
 something real to get right; ``make`` is the factory the recipe names (``cnn.py:make``).

@@ -1,6 +1,6 @@
 """Writes ``data/digits.npy``, the CNN recipe's calibration data: 120 of scikit-learn's digits images, [0, 1].
 
-    python examples/recipes/make_cnn_data.py
+python examples/recipes/make_cnn_data.py
 """
 
 from __future__ import annotations
