@@ -203,6 +203,19 @@ def _all_params(model: torch.nn.Module) -> list[Any]:
         return []
 
 
+def check_labels(rows: Sequence[Row], logits: torch.Tensor) -> None:
+    """Labels (kl only) must be class indices of ``[batch, classes]`` logits, or cross-entropy fails mid-run."""
+    labeled = [r for r in rows if LABELS in r]
+    if not labeled:
+        return
+    if logits.ndim != 2:
+        raise InputError(f"labels need logits of shape [batch, classes]; the student returns {list(logits.shape)}")
+    labels = torch.cat([r[LABELS] for r in labeled])
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= logits.shape[1]:
+        raise InputError(f"labels run from {low} to {high} but the models have {logits.shape[1]} classes")
+
+
 def describe_feeds(feeds: Mapping[str, torch.Tensor]) -> str:
     """``input 'x' float32[2, 1, 8, 8]`` for each input, for errors about data that does not fit a model."""
     parts = [f"input {k!r} {str(v.dtype).removeprefix('torch.')}{list(v.shape)}" for k, v in feeds.items()]

@@ -37,6 +37,11 @@ def student_autocast(precision: str, device: torch.device) -> contextlib.Abstrac
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def as_fp32(value: torch.Tensor) -> torch.Tensor:
+    """A bf16/fp16 output of the autocast forward as fp32, so the loss is always computed in fp32."""
+    return value.float() if value.dtype in (torch.bfloat16, torch.float16) else value
+
+
 class TeacherCache:
     """The teacher's output per training sample, filled the first time a sample is drawn.
 

@@ -18,6 +18,7 @@ from edgekit.converters.distill.data import (
     Batch,
     BatchPlan,
     DistillData,
+    check_labels,
     check_names,
     check_rows,
     collate,
@@ -44,7 +45,7 @@ from edgekit.converters.distill.losses import (
 )
 from edgekit.converters.distill.options import DistillOptions, DistillResult
 from edgekit.converters.distill.schedule import BUDGET_EVERY, lr_factor, steps_in_budget
-from edgekit.converters.distill.speed import TeacherCache, student_autocast, training_precision
+from edgekit.converters.distill.speed import TeacherCache, as_fp32, student_autocast, training_precision
 from edgekit.converters.distill.state import (
     Distributed,
     checkpoint_path,
@@ -163,25 +164,14 @@ class Trainer:
                 f"teacher output shape {list(t_out.shape)} and student output shape {list(s_out.shape)} do not "
                 f"match{hint}"
             )
-        self._check_labels(s_out)
+        if self.o.loss == "kl":
+            check_labels([*self.train_rows, *self.val_rows], s_out)
         axes = []
         for i, ((s_name, t_name), s, t) in enumerate(zip(self.o.features, s_feats, t_feats, strict=True)):
             axis = projection_axis(s.shape, t.shape, f"features {s_name!r} -> {t_name!r}")
             projections[f"feature{i}"] = AxisLinear(axis, s.shape[axis], t.shape[axis])
             axes.append(axis)
         return projections, axes
-
-    def _check_labels(self, logits: torch.Tensor) -> None:
-        """Labels (kl only) must be class indices of ``[batch, classes]`` logits, or cross-entropy fails mid-run."""
-        rows = [r for r in (*self.train_rows, *self.val_rows) if "labels" in r]
-        if self.o.loss != "kl" or not rows:
-            return
-        if logits.ndim != 2:
-            raise InputError(f"labels need logits of shape [batch, classes]; the student returns {list(logits.shape)}")
-        labels = torch.cat([r["labels"] for r in rows])
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= logits.shape[1]:
-            raise InputError(f"labels run from {low} to {high} but the models have {logits.shape[1]} classes")
 
     def _teacher_features(self) -> list[torch.Tensor]:
         if self.teacher_taps is None:
@@ -260,15 +250,12 @@ class Trainer:
         local, global_size = self.plan.local_batch(epoch, index)
         batch = collate([self.train_rows[i] for i in local]).to(self.ctx.device)
         with torch.no_grad():
-            if self.teacher_cache.enabled:
-                t_out = self.teacher_cache.outputs(local.tolist(), self._teacher_on)
-            else:
-                t_out = first_output(run_model(self.teacher, batch.feeds), "teacher")
+            t_out = self.teacher_cache.outputs(local.tolist(), self._teacher_on)  # runs the teacher when off
             t_feats = self._teacher_features()
         self.model.train()
         with student_autocast(self.precision, self.ctx.device):
             s_out, s_feats = wrapped(batch.feeds)
-        s_out, s_feats = _as_fp32(s_out), [_as_fp32(f) for f in s_feats]  # the loss is always computed in fp32
+        s_out, s_feats = as_fp32(s_out), [as_fp32(f) for f in s_feats]  # the loss is always computed in fp32
         per_sample = self._loss(s_out, t_out, s_feats, t_feats, batch)
         # summed, scaled by the global batch: DDP's average over W processes is then the global batch mean
         loss = per_sample.sum() * (self.ctx.world / global_size)
@@ -284,7 +271,7 @@ class Trainer:
         self.history.append({"step": self.step, "loss": float(total[0]) / global_size, "lr": lr})
 
     def _teacher_on(self, indices: Sequence[int]) -> torch.Tensor:
-        """The teacher's output for these training rows alone (the teacher cache's misses), always in fp32."""
+        """The teacher's output (fp32) for these training rows: a whole batch, or the teacher cache's misses."""
         feeds = collate([self.train_rows[i] for i in indices]).to(self.ctx.device).feeds
         return first_output(run_model(self.teacher, feeds), "teacher")
 
@@ -409,7 +396,3 @@ class Trainer:
             speed={"precision": self.precision, "length_buckets": self.plan.lengths is not None,
                    **self.teacher_cache.facts()},
         )  # fmt: skip
-
-
-def _as_fp32(value: torch.Tensor) -> torch.Tensor:
-    return value.float() if value.dtype in (torch.bfloat16, torch.float16) else value
