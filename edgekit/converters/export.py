@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekit.converters.attention_guard import drop_attention_nan_guards
+from edgekit.converters.padding_mask import simplify_padding_masks
 from edgekit.converters.torch_io import (
     call_args,
     feeds_at_sizes,
@@ -224,9 +225,12 @@ def export_onnx(module: torch.nn.Module, plan: IOPlan, path: Path, exporter: str
     except Exception as exc:
         raise ExportError(f"{exporter} exporter failed: {_first_line(exc)}") from exc
     _name_dims(path, plan)
-    guards = drop_attention_nan_guards(path)
+    rewrites = {
+        "attention_nan_guards_removed": drop_attention_nan_guards(path),
+        "attention_padding_masks_simplified": simplify_padding_masks(path),
+    }
     check_onnx_file(path)
-    return {"attention_nan_guards_removed": guards} if guards else {}
+    return {name: count for name, count in rewrites.items() if count}
 
 
 def _run_exporter(module: torch.nn.Module, plan: IOPlan, path: Path, exporter: str, opset: int, large: bool) -> None:
