@@ -122,9 +122,10 @@ def test_auto_keeps_the_sensitive_layer_in_float_and_records_every_candidate(tmp
         eligible = sorted((r for (t, s), r in rows.items() if t == target and (r["meets"] or s == "fp32")),
                           key=lambda r: r["latency"]["p50_ms"])  # fmt: skip
         chosen = next(r for (t, _), r in rows.items() if t == target and r.get("chosen"))
-        again = [r for r in eligible if "remeasured" in r]  # a near tie: the two fastest timed again
+        again = [r for r in eligible if "remeasured" in r]  # a near tie: the fastest and those within noise of it
         if again:
-            assert again == eligible[:2] and chosen is min(again, key=lambda r: r["remeasured"]["p50_ms"]), target
+            assert len(again) >= 2 and again[0] is eligible[0], target
+            assert chosen is min(again, key=lambda r: r["remeasured"]["p50_ms"]), target
         else:
             assert chosen is eligible[0], target
     art = tmp_path / "art"
@@ -157,6 +158,23 @@ def test_a_clear_winner_is_kept_and_a_near_tie_is_timed_again(tmp_path):
     assert all(r["remeasured"]["p50_ms"] > 0 for r in noisy)
     assert winner is min(noisy, key=lambda r: r["remeasured"]["p50_ms"]) and winner.get("chosen")
     assert sum(bool(r.get("chosen")) for r in noisy) == 1
+
+
+def test_every_candidate_within_noise_of_the_winner_is_timed_again_not_just_the_runner_up(tmp_path):
+    from edgekit.converters.quantize import auto
+
+    src = outlier_model(tmp_path / "m.onnx")
+    q = quantize_model(src, tmp_path / "q.onnx", QuantizeOptions(mode="int8-dynamic"), samples(10)).path
+    s = quantize_model(src, tmp_path / "s.onnx", QuantizeOptions(mode="int8"), samples(10)).path
+    options = AutoOptions(parse_fidelity("cosine>=0.5"), ("onnxruntime",), latency=FAST)
+    ctx = auto._Context(src, tmp_path, None, [], options, lambda _: None)
+    rows = [_row("fp32", None, 2.0, [2.0, 2.01]), _row("int8-dynamic", q, 1.0, [1.0, 1.01]),
+            _row("int8", s, 1.03, [1.03, 1.04])]  # fmt: skip
+    rows[1]["chosen"] = True
+    winner = auto._settle_near_tie(ctx, "onnxruntime", rows, rows[1], samples(1)[0])
+    assert "remeasured" not in rows[0]  # FP32, 2x slower, is not within noise
+    assert all(r["remeasured"]["p50_ms"] > 0 for r in rows[1:])
+    assert winner is min(rows[1:], key=lambda r: r["remeasured"]["p50_ms"]) and winner.get("chosen")
 
 
 def test_auto_fails_with_the_best_candidates_numbers_when_nothing_meets(tmp_path):

@@ -8,7 +8,7 @@ OpenVINO's bf16 loses long sentences) are kept in float as one step, then the mo
 4, ... of them (up to half), each step judged on the real outputs of every target, until it meets the target. Latency is
 then measured on each target in fresh processes, candidates alternating, with the FP32 model as the baseline;
 the fastest candidate that meets the target wins (FP32 itself wins where no quantized model is faster); when the
-runner-up is within the noise of the winner both are timed again, longer, before one is taken. The CPU the
+candidates within the noise of the winner are all timed again, longer, before one is taken. The CPU the
 choice was made on is recorded with the CPU features the winner is fast because of (INT8: VNNI/AMX), so a CPU
 without them loads the FP32 model instead (``edgekit.artifact.variant_for``). A mean
 cosine target is met only when the 95% lower confidence bound of the mean over the held-back samples clears it. Every
@@ -328,27 +328,31 @@ def _spread(row: Mapping[str, Any]) -> float:
 
 
 def _settle_near_tie(ctx: _Context, target: str, rows: list[dict], best: dict, feeds: Feeds) -> dict:
-    """When the runner-up is within the noise of the winner (:data:`NEAR_TIE`, or the rounds' own spread), time
-    both again with twice the rounds and take the faster: a choice within noise would be a coin toss."""
+    """When other candidates are within the noise of the winner (:data:`NEAR_TIE`, or the rounds' own spread), time
+    all of them again together with twice the rounds and take the fastest: a choice within noise would be a coin
+    toss, and a third candidate as close as the runner-up deserves the same second look."""
     others = [r for r in rows if r is not best and (r["meets"] or r["scheme"] == BASELINE)]
-    if not others:
+    close = [r for r in others if _margin(best, r) <= max(NEAR_TIE, _spread(best), _spread(r))]
+    if not close:
         return best
-    second = min(others, key=lambda r: r["latency"]["p50_ms"])
-    margin = second["latency"]["p50_ms"] / best["latency"]["p50_ms"] - 1
-    if margin > max(NEAR_TIE, _spread(best), _spread(second)):
-        return best
-    ctx.say(f"auto: {best['scheme']} and {second['scheme']} within {margin:.1%} on {target}; timing them again")
+    contenders = [best, *sorted(close, key=lambda r: r["latency"]["p50_ms"])]
+    names = ", ".join(r["scheme"] for r in contenders)
+    ctx.say(f"auto: {names} within {max(_margin(best, r) for r in close):.1%} on {target}; timing them again")
     latency = ctx.opts.latency
     config = replace(latency, rounds=2 * latency.rounds, duration_s=2 * latency.duration_s)
-    pair = (best, second)
-    jobs = [Candidate(r["scheme"], Path(r["path"]) if r["path"] else ctx.base, target) for r in pair]
+    jobs = [Candidate(r["scheme"], Path(r["path"]) if r["path"] else ctx.base, target) for r in contenders]
     again = measure_latency(jobs, feeds, config)
-    for r in pair:
+    for r in contenders:
         r["remeasured"] = again[r["scheme"]].to_dict()
-    winner = min(pair, key=lambda r: r["remeasured"]["p50_ms"])
+    winner = min(contenders, key=lambda r: r["remeasured"]["p50_ms"])
     best.pop("chosen", None)
     winner["chosen"] = True
     return winner
+
+
+def _margin(best: Mapping[str, Any], other: Mapping[str, Any]) -> float:
+    """How much slower ``other`` timed than ``best`` (0.05: 5%)."""
+    return other["latency"]["p50_ms"] / best["latency"]["p50_ms"] - 1
 
 
 def keep_files(result: AutoResult, artifact: Path, base_name: str) -> dict[str, str]:
