@@ -156,6 +156,32 @@ def test_user_text_is_mixed_into_the_corpus_and_part_held_back(tiny_st_dir, tmp_
     assert facts["train_samples"] == 32 and facts["heldout_samples"] == 260
 
 
+def test_each_shipped_variant_is_judged_against_the_original_not_only_the_pruned_model(tiny_st_dir, tmp_path):
+    """The quantize stage of a compressed artifact records, per target, what the file that target loads keeps of
+    the original model on the held-out rows: the whole chain, recomputed here independently."""
+    from edgekit.converters.compress_data import compress_data
+    from edgekit.converters.torch_io import run_torch
+    from edgekit.fidelity import sample_cosines
+    from edgekit.sources import load_source
+
+    request = CompressRequest(prune=0.5, distill=True, distill_texts=32, distill_steps=2)
+    art = tmp_path / "art"
+    manifest = edgekit.convert(tiny_st_dir, art, compress=request, quantize="int8-dynamic", targets=["openvino"])
+    judged = manifest.stages[-1].metrics["fidelity_to_original"]
+    assert set(judged) == set(manifest.variants) == {"onnxruntime", "openvino"}
+    for target, row in judged.items():
+        assert row["file"] == manifest.variants[target] and row["samples"] == 256, target
+        assert 0 < row["min_cosine"] <= row["cosine"] <= 1 and "recall@10" in row, target
+    original = load_source(tiny_st_dir)
+    rows = compress_data(original, None, 1).heldout
+    names = original.output_names or ["output"]
+    with edgekit.load(art, target="onnxruntime") as session:
+        got = [session.run(r)[names[0]] for r in rows]
+    want = [run_torch(original.module, r, names)[names[0]] for r in rows]
+    cos = sample_cosines(np.concatenate(want), np.concatenate(got))
+    assert judged["onnxruntime"]["cosine"] == pytest.approx(float(cos.mean()), abs=1e-5)
+
+
 def test_distill_without_a_tokenizer_or_data_is_bad_input(tmp_path):
     with pytest.raises(InputError, match="no tokenizer"):
         edgekit.convert(f"{MODELS}/cnn.py:make", tmp_path / "a", compress=CompressRequest(prune=0.5, distill=True))

@@ -21,7 +21,7 @@ from edgekit.errors import ExportError, InputError
 from edgekit.runtimes import DEFAULT_TARGET
 
 if TYPE_CHECKING:
-    from edgekit.converters.compress_data import CompressData
+    from edgekit.converters.compress_data import CompressData, OriginalOnHeldout
     from edgekit.converters.prune.latency import Probe
     from edgekit.converters.prune.options import PruneOptions, PruneResult
     from edgekit.converters.quantize.variants import QuantizeRequest
@@ -162,15 +162,21 @@ def compress_request(
     )  # fmt: skip
 
 
-def compress(src: LoadedSource, request: CompressRequest, say: ProgressFn) -> tuple[LoadedSource, list[Stage]]:
+def compress(
+    src: LoadedSource, request: CompressRequest, say: ProgressFn
+) -> tuple[LoadedSource, list[Stage], OriginalOnHeldout | None]:
     """Prune and/or distill ``src.module``; the original stays the teacher and the fidelity reference.
 
     Fidelity before and after distillation is measured on held-out data only (corpus evaluation split and the
-    user's held-back share), never on what importance or distillation read.
+    user's held-back share), never on what importance or distillation read. Also returned: the original's
+    outputs on those rows, to judge the variants that finally ship against.
     """
+    from edgekit.converters.compress_data import original_on_heldout
+
     if src.example_inputs is None:
         raise InputError(f"pruning and distillation need example inputs; {src.ref} gives none")
     data = _data(src, request, say)
+    original = original_on_heldout(src.module, data, src.output_names or ["output"])
     teacher, student, stages = src.module, src.module, []
     if request.prune is not None or request.prune_until is not None:
         student, stage = _prune(src, request, data, say)
@@ -189,7 +195,7 @@ def compress(src: LoadedSource, request: CompressRequest, say: ProgressFn) -> tu
         _require_final_floor(stages, request)
     fidelity = _fidelity_to(teacher, student, src)
     stages[-1].metrics["fidelity_to_original_on_examples"] = fidelity
-    return dataclasses.replace(src, module=student), stages
+    return dataclasses.replace(src, module=student), stages, original
 
 
 def _data(src: LoadedSource, request: CompressRequest, say: ProgressFn) -> CompressData | None:

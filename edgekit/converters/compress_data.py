@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekit.artifact import TOKENIZER_FILE
-from edgekit.errors import InputError
+from edgekit.errors import ExportError, InputError
 
 if TYPE_CHECKING:
     import torch
@@ -137,4 +137,43 @@ def heldout_fidelity(
                            "min_cosine": float(cos.min())}  # fmt: skip
     if embedding and a.ndim == 2:
         out.update(retrieval_metrics(a, b, ks))
+    return out
+
+
+@dataclass(frozen=True)
+class OriginalOnHeldout:
+    """The original model's outputs on the held-out rows, kept from before pruning: what ships is judged against
+    the model the user started from, not only against the pruned one the quantize gate compares with."""
+
+    rows: list[Feeds]
+    outputs: list[dict[str, np.ndarray]]
+
+
+def original_on_heldout(original: Any, data: CompressData | None, names: Sequence[str]) -> OriginalOnHeldout | None:
+    """``original``'s outputs on ``data``'s held-out rows, one row at a time (None without held-out rows)."""
+    from edgekit.converters.torch_io import run_torch
+    from edgekit.fidelity import run_all
+
+    if data is None or not data.heldout:
+        return None
+    try:
+        outputs = run_all(lambda feeds: run_torch(original, feeds, names), data.heldout)
+    except ExportError:  # output count unknown for this source: nothing to judge against
+        return None
+    return OriginalOnHeldout(list(data.heldout), outputs)
+
+
+def shipped_fidelity(
+    artifact: Path, variants: dict[str, str], original: OriginalOnHeldout, kinds: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Per target, the model file it loads judged on that runtime against the original on the held-out rows: the
+    whole chain (prune, distill, quantize) in one number per metric."""
+    from edgekit.fidelity import fidelity_metrics, run_all
+    from edgekit.runtimes.loading import load, model_ref
+
+    out: dict[str, dict[str, Any]] = {}
+    for target, file in variants.items():
+        with load(model_ref(artifact / file), target=target) as session:
+            got = run_all(session.run, original.rows)
+        out[target] = {"file": file, **fidelity_metrics(original.outputs, got, kinds)}
     return out

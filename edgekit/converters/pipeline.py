@@ -172,8 +172,9 @@ def _convert_torch(
         say(f"loading {source}")
         src = load_source(source, allow_pickle=allow_pickle)
         compress_stages: list[Stage] = []
+        original = None
         if compress is not None and compress.active:
-            src, compress_stages = compress_source(src, compress, say)
+            src, compress_stages, original = compress_source(src, compress, say)
         say("probing dynamic dims")
         plan = plan_io(src, export)
         kinds = _checked_kinds(plan.outputs, src.output_kinds, job)
@@ -193,6 +194,13 @@ def _convert_torch(
 
             variants = build_variants(tmp, job.request, plan.inputs, lambda f: run_torch(src.module, f, names),
                                       cases, find_tokenizer(tmp), kinds, say, max_length_of(text))  # fmt: skip
+            if original is not None:
+                from edgekit.converters.compress_data import shipped_fidelity
+
+                say("judging each shipped variant against the original model on held-out rows")
+                variants.stage.metrics["fidelity_to_original"] = shipped_fidelity(
+                    tmp, variants.variants, original, kinds
+                )
         exported = Stage(
             name="export",
             params={"exporter": used, "opset": export.opset, "requested_exporter": export.exporter},
