@@ -226,8 +226,10 @@ def _machine() -> dict[str, Any]:
 
     import onnxruntime
 
+    from edgekit.cpu import cpu_model, numeric_cpu_flags
+
     return {
-        "cpu": platform.processor() or platform.machine(), "logical_cores": os.cpu_count(),
+        "cpu": cpu_model(), "flags": " ".join(numeric_cpu_flags()), "logical_cores": os.cpu_count(),
         "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
     }  # fmt: skip
 
