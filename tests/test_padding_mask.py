@@ -114,7 +114,20 @@ def test_an_expanded_padding_mask_becomes_the_broadcast_one_and_outputs_are_bit_
     assert where.input[0].startswith("edgekit_padding_mask")
     for feeds in _padded_feeds():
         np.testing.assert_array_equal(_outputs(rewritten, feeds), _outputs(original, feeds))
-    assert not list(tmp_path.glob(".edgekit-mask-*"))  # the probe copies are cleaned up
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx"]  # the probe copies are cleaned up
+
+
+def test_a_model_with_external_data_is_rewritten_in_place_and_its_data_file_kept(tmp_path: Path):
+    original, path = tmp_path / "orig" / "a.onnx", tmp_path / "art" / "m.onnx"
+    original.parent.mkdir()
+    path.parent.mkdir()
+    onnx.save(_attention("expanded"), str(original))
+    # the embedding table goes to external data, as large weights do; small constants stay inline
+    onnx.save(_attention("expanded"), str(path), save_as_external_data=True, location="m.onnx.data", size_threshold=64)
+    assert simplify_padding_masks(path) == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.onnx", "m.onnx.data"]  # no probe left behind
+    for feeds in _padded_feeds():
+        np.testing.assert_array_equal(_outputs(path, feeds), _outputs(original, feeds))
 
 
 @pytest.mark.parametrize("mask", ["causal", "broadcast"])

@@ -16,7 +16,7 @@ inputs, or anything that fails either check leaves the file untouched.
 
 from __future__ import annotations
 
-import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import numpy as np
 
 CASES = ((1, 1), (1, 7), (2, 16), (3, 33))  # (batch, seq) the candidate mask is checked on
 MASK_PREFIX = "edgekit_padding_mask"
+PROBE_PREFIX = ".edgekit-mask-probe-"
 MIN_OPSET = 13  # Unsqueeze takes its axes as an input from here on
 
 Feeds = dict[str, np.ndarray]
@@ -40,17 +41,19 @@ def simplify_padding_masks(path: Path) -> int:
     if not candidates or _opset(model) < MIN_OPSET:
         return 0
     outputs = [o.name for o in model.graph.output]
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".edgekit-mask-") as work:
-        probe = Path(work) / path.name
-        run = _runner(model, path.parent, probe, outputs + candidates)
+    probe = path.with_name(f"{PROBE_PREFIX}{uuid.uuid4().hex}.onnx")  # beside it: external data paths resolve
+    try:
+        run = _runner(model, probe, outputs + candidates)
         sources, checked = _padding_sources(model.graph, candidates, run)
         if not sources:
             return 0
         rewritten = onnx.ModelProto.FromString(model.SerializeToString())
         _replace(rewritten.graph, sources)
-        after = _runner(rewritten, path.parent, probe, outputs)
+        after = _runner(rewritten, probe, outputs)
         if after is None or not all(_same(after(feeds), seen, outputs) for feeds, seen in checked):
             return 0
+    finally:
+        probe.unlink(missing_ok=True)
     onnx.save(rewritten, str(path))  # external data stays where it is: only graph structure changed
     return len(sources)
 
@@ -132,16 +135,16 @@ def _dtype(elem_type: int) -> np.dtype:
     return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
 
 
-def _runner(model: Any, base: Path, probe: Path, outputs: list[str]) -> Runner | None:
-    """A function running ``model`` on feeds with ONNX Runtime (the graph as written, no optimizations) and
-    returning ``outputs`` (graph tensors, made outputs), or None on any failure; None when it cannot load."""
+def _runner(model: Any, probe: Path, outputs: list[str]) -> Runner | None:
+    """A function running ``model`` (saved to ``probe``) on feeds with ONNX Runtime, the graph as written (no
+    optimizations), returning ``outputs`` (graph tensors, made outputs) or None when the feeds do not run; None
+    when the model does not load."""
     import onnx
     import onnxruntime as ort
 
     copy = onnx.ModelProto.FromString(model.SerializeToString())
     present = {o.name for o in copy.graph.output}
     copy.graph.output.extend(onnx.ValueInfoProto(name=n) for n in outputs if n not in present)
-    _absolute_external_data(copy, base)
     onnx.save(copy, str(probe))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -157,14 +160,6 @@ def _runner(model: Any, base: Path, probe: Path, outputs: list[str]) -> Runner |
             return None
 
     return run
-
-
-def _absolute_external_data(model: Any, base: Path) -> None:
-    """Point external-data initializers at the original's files, so the probe copy can live elsewhere."""
-    for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location" and not Path(entry.value).is_absolute():
-                entry.value = str((base / entry.value).resolve())
 
 
 def _same(got: dict[str, np.ndarray] | None, want: dict[str, np.ndarray], names: list[str]) -> bool:
