@@ -142,25 +142,29 @@ def heldout_fidelity(
 
 @dataclass(frozen=True)
 class OriginalOnHeldout:
-    """The original model's outputs on the held-out rows, kept from before pruning: what ships is judged against
-    the model the user started from, not only against the pruned one the quantize gate compares with."""
+    """The original model and the held-out rows, kept from before pruning: what ships is judged against the
+    model the user started from, not only against the pruned one the quantize gate compares with."""
 
+    module: Any
     rows: list[Feeds]
-    outputs: list[dict[str, np.ndarray]]
+    names: list[str]
+
+    def outputs(self) -> list[dict[str, np.ndarray]] | None:
+        """The original's outputs on each row (None when its output count is unknown for this source)."""
+        from edgekit.converters.torch_io import run_torch
+        from edgekit.fidelity import run_all
+
+        try:
+            return run_all(lambda feeds: run_torch(self.module, feeds, self.names), self.rows)
+        except ExportError:
+            return None
 
 
 def original_on_heldout(original: Any, data: CompressData | None, names: Sequence[str]) -> OriginalOnHeldout | None:
-    """``original``'s outputs on ``data``'s held-out rows, one row at a time (None without held-out rows)."""
-    from edgekit.converters.torch_io import run_torch
-    from edgekit.fidelity import run_all
-
+    """The original model with ``data``'s held-out rows (None without any); it runs only once a variant ships."""
     if data is None or not data.heldout:
         return None
-    try:
-        outputs = run_all(lambda feeds: run_torch(original, feeds, names), data.heldout)
-    except ExportError:  # output count unknown for this source: nothing to judge against
-        return None
-    return OriginalOnHeldout(list(data.heldout), outputs)
+    return OriginalOnHeldout(original, list(data.heldout), list(names))
 
 
 def shipped_fidelity(
@@ -171,9 +175,12 @@ def shipped_fidelity(
     from edgekit.fidelity import fidelity_metrics, run_all
     from edgekit.runtimes.loading import load, model_ref
 
+    reference = original.outputs()
+    if reference is None:
+        return {}
     out: dict[str, dict[str, Any]] = {}
     for target, file in variants.items():
         with load(model_ref(artifact / file), target=target) as session:
             got = run_all(session.run, original.rows)
-        out[target] = {"file": file, **fidelity_metrics(original.outputs, got, kinds)}
+        out[target] = {"file": file, **fidelity_metrics(reference, got, kinds)}
     return out

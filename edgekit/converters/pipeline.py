@@ -198,9 +198,8 @@ def _convert_torch(
                 from edgekit.converters.compress_data import shipped_fidelity
 
                 say("judging each shipped variant against the original model on held-out rows")
-                variants.stage.metrics["fidelity_to_original"] = shipped_fidelity(
-                    tmp, variants.variants, original, kinds
-                )
+                if judged := shipped_fidelity(tmp, variants.variants, original, kinds):
+                    variants.stage.metrics["fidelity_to_original"] = judged
         exported = Stage(
             name="export",
             params={"exporter": used, "opset": export.opset, "requested_exporter": export.exporter},
