@@ -168,8 +168,8 @@ def compress(
     """Prune and/or distill ``src.module``; the original stays the teacher and the fidelity reference.
 
     Fidelity before and after distillation is measured on held-out data only (corpus evaluation split and the
-    user's held-back share), never on what importance or distillation read. Also returned: the original's
-    outputs on those rows, to judge the variants that finally ship against.
+    user's held-back share), never on what importance or distillation read. Also returned: the original model
+    with those rows, to judge the variants that finally ship against (it runs only once one ships).
     """
     from edgekit.converters.compress_data import original_on_heldout
 
