@@ -176,11 +176,17 @@ def output_loss(
     return (1.0 - opts.alpha) * soft + opts.alpha * ce_loss(student, labels)
 
 
-def feature_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, axis: int) -> torch.Tensor:
+def feature_loss(
+    kind: str, student: torch.Tensor, teacher: torch.Tensor, axis: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per sample; on hidden states ``[batch, seq, width]`` (``axis`` last) padding positions do not count."""
+    weights = position_weights(teacher, mask) if axis in (-1, teacher.ndim - 1) else None
     if kind == "cosine":
         cos = F.cosine_similarity(student, teacher, dim=axis, eps=1e-8)
+        if weights is not None:
+            return per_sample_mean((1.0 - cos).unsqueeze(-1), weights)
         return (1.0 - cos).reshape(cos.shape[0], -1).mean(dim=1)
-    return mse_loss(student, teacher, None)
+    return mse_loss(student, teacher, weights)
 
 
 # ---------------------------------------------------------------------------------------------- fidelity

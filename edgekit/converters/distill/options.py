@@ -19,6 +19,7 @@ LOSSES = ("kl", "mse", "cosine")
 METRICS = ("auto", "accuracy", "agreement", "cosine", "spearman", "recall@10")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
+FEATURE_PROJECTIONS = ("always", "when_widths_differ")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class DistillOptions:
     features: tuple[tuple[str, str], ...] = ()  # (student layer, teacher layer) pairs to match
     feature_weight: float = 1.0
     feature_loss: Literal["mse", "cosine"] = "mse"
+    feature_projection: Literal["always", "when_widths_differ"] = "always"  # a learned map, or none where widths match
     project_outputs: bool = False  # mse/cosine: learn a projection when student and teacher widths differ
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -64,6 +66,7 @@ class DistillOptions:
             _check_choice("metric", self.metric, METRICS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("feature loss", self.feature_loss, ("mse", "cosine"))
+        _check_choice("feature projection", self.feature_projection, FEATURE_PROJECTIONS)
         _check_choice("precision", self.precision, PRECISIONS)
         for name in ("lr", "temperature", "batch_size", "epochs", "checkpoint_every"):
             if not getattr(self, name) > 0:  # ``not >``: NaN fails every comparison, so ``<= 0`` let it through
@@ -84,7 +87,7 @@ class DistillOptions:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed: anything that changes the data order or the model."""
-        keys = ("loss", "features", "project_outputs", "batch_size", "seed", "bucket_by_length")
+        keys = ("loss", "features", "feature_projection", "project_outputs", "batch_size", "seed", "bucket_by_length")
         return {k: list(map(list, v)) if k == "features" else v for k, v in asdict(self).items() if k in keys}
 
 

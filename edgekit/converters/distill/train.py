@@ -169,7 +169,8 @@ class Trainer:
         axes = []
         for i, ((s_name, t_name), s, t) in enumerate(zip(self.o.features, s_feats, t_feats, strict=True)):
             axis = projection_axis(s.shape, t.shape, f"features {s_name!r} -> {t_name!r}")
-            projections[f"feature{i}"] = AxisLinear(axis, s.shape[axis], t.shape[axis])
+            same = s.shape == t.shape and self.o.feature_projection == "when_widths_differ"
+            projections[f"feature{i}"] = nn.Identity() if same else AxisLinear(axis, s.shape[axis], t.shape[axis])
             axes.append(axis)
         return projections, axes
 
@@ -278,8 +279,9 @@ class Trainer:
     def _loss(self, s_out: Any, t_out: Any, s_feats: list[Any], t_feats: list[Any], batch: Batch) -> torch.Tensor:
         weights = position_weights(t_out, batch.feeds.get("attention_mask"))
         loss = output_loss(self.o.loss, s_out, t_out, batch.labels, self.o, weights)
+        mask = batch.feeds.get("attention_mask")
         for s, t, axis in zip(s_feats, t_feats, self.feature_axes, strict=True):
-            loss = loss + self.o.feature_weight * feature_loss(self.o.feature_loss, s, t, axis)
+            loss = loss + self.o.feature_weight * feature_loss(self.o.feature_loss, s, t, axis, mask)
         return loss
 
     # ------------------------------------------------------------------------------------------ evaluation
