@@ -43,7 +43,7 @@ _ERRORS = (
 
 if TYPE_CHECKING:
     from edgekit.benchmark import bench as bench
-    from edgekit.converters.compress import CompressRequest as CompressRequest
+    from edgekit.converters.compress_request import CompressRequest as CompressRequest
     from edgekit.converters.export import ExportOptions as ExportOptions
     from edgekit.converters.pipeline import convert as convert
     from edgekit.converters.quantize.variants import QuantizeRequest as QuantizeRequest

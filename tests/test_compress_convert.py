@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import edgekit
-from edgekit.converters.compress import CompressRequest
+from edgekit.converters.compress_request import CompressRequest
 from edgekit.errors import InputError
 
 MODELS = Path(__file__).parent / "models"
@@ -60,7 +60,7 @@ def test_ratio_outside_zero_one_is_rejected(ratio):
 
 def test_distillation_without_a_smaller_student_is_refused(tmp_path):
     """Distilling the unpruned model would train the teacher against itself and record fidelity 1.0."""
-    with pytest.raises(InputError, match="needs --prune or --prune-until"):
+    with pytest.raises(InputError, match="needs --prune, --prune-until or --drop-layers"):
         CompressRequest(distill_data=tmp_path / "data.npz")
     with pytest.raises(InputError, match="--distill needs --prune"):
         CompressRequest(distill=True)

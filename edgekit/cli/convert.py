@@ -80,6 +80,13 @@ def convert_command(
         float | None,
         typer.Option("--prune-heads", help="Also remove this fraction of attention heads (default none)."),
     ] = None,
+    drop_layers: Annotated[
+        int,
+        typer.Option(
+            "--drop-layers",
+            help="Remove this many whole encoder layers, those whose absence changes the output least on the data.",
+        ),
+    ] = 0,
     prune_importance: Annotated[
         str,
         typer.Option(
@@ -111,6 +118,13 @@ def convert_command(
         typer.Option("--distill-loss", help="kl, mse or cosine (default: kl for logits, cosine for embeddings)."),
     ] = None,
     distill_lr: Annotated[float, typer.Option("--distill-lr", help="Distillation learning rate.")] = 1e-4,
+    distill_hidden: Annotated[
+        bool | None,
+        typer.Option(
+            "--distill-hidden/--no-distill-hidden",
+            help="Also match each layer's hidden states to its teacher layer's (default: on for transformer encoders).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of export probes, pruning, distillation, calibration split.")] = 0,
 ) -> None:
     """Export a PyTorch model (or take an ONNX model) to a validated artifact, optionally quantized per target.
@@ -122,7 +136,7 @@ def convert_command(
         return
     if source is None or output is None:
         raise InputError("give SOURCE and -o OUT, or --recipe FILE")
-    from edgekit.converters.compress import compress_request
+    from edgekit.converters.compress_request import compress_request
     from edgekit.converters.pipeline import convert
     from edgekit.fidelity import parse_output_kinds
     from edgekit.specs import parse_dim_sizes, parse_specs
@@ -134,7 +148,8 @@ def convert_command(
         prune=prune, prune_until=prune_until, prune_kind=prune_kind, prune_heads=prune_heads,
         prune_importance=prune_importance, distill=distill, distill_data=distill_data, distill_texts=distill_texts,
         distill_epochs=distill_epochs, distill_steps=distill_steps, distill_time=distill_time,
-        distill_loss=distill_loss, distill_lr=distill_lr, targets=target, seed=seed,
+        distill_loss=distill_loss, distill_lr=distill_lr, distill_hidden=distill_hidden, drop_layers=drop_layers,
+        targets=target, seed=seed,
     )  # fmt: skip
     with status("converting", enabled=not json_out) as say:
         manifest = convert(

@@ -10,156 +10,22 @@ import copy
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgekit.artifact import Stage
+from edgekit.converters.compress_request import DATA_IMPORTANCES, CompressRequest
 from edgekit.errors import ExportError, InputError
-from edgekit.runtimes import DEFAULT_TARGET
 
 if TYPE_CHECKING:
     from edgekit.converters.compress_data import CompressData, OriginalOnHeldout
     from edgekit.converters.prune.latency import Probe
     from edgekit.converters.prune.options import PruneOptions, PruneResult
-    from edgekit.converters.quantize.variants import QuantizeRequest
     from edgekit.goals import FidelityGoal
     from edgekit.sources import LoadedSource
 
 ProgressFn = Callable[[str], None]
-PRUNE_KINDS = ("structured", "unstructured", "2:4")
-DATA_IMPORTANCES = ("activation", "taylor")  # importances that read data
-DISTILL_TEXTS = 20_000  # corpus sentences per run: varied enough, and an epoch fits a few minutes on 2 cores
-
-
-@dataclass(frozen=True)
-class CompressRequest:
-    """What the user asked of the torch-side stages (``--prune``, ``--prune-until``, ``--distill*``).
-
-    ``prune`` thins FFN neurons (transformers) or conv channels (CNNs); attention heads go only when
-    ``prune_heads`` says how many. ``distill`` trains the pruned student on edgekit's corpus (text models);
-    ``distill_data`` adds the user's data to it and implies ``distill``. ``prune_importance`` ``auto`` ranks
-    transformer neurons by their activations on that data, everything else by weight magnitude (l1).
-
-    ``fidelity`` is ``--prune-until``'s floor (``--fidelity``): the largest ratio within the budget whose probe
-    distillation keeps it wins, and the final model must keep it too. ``quantize`` is what ``convert`` quantizes
-    the result with (it sets it): each ``--prune-until`` step is timed as that model. ``probe_seconds`` replaces
-    a probe's time box (a sixth of ``distill_time``, at least a minute).
-    """
-
-    prune: float | None = None
-    prune_until: str | None = None
-    prune_kind: str = "structured"
-    prune_heads: float | None = None
-    prune_importance: str = "auto"
-    prune_target: str = DEFAULT_TARGET
-    distill: bool = False
-    distill_data: str | Path | None = None
-    distill_texts: int = DISTILL_TEXTS
-    distill_epochs: int = 3
-    distill_steps: int | None = None
-    distill_time: str | None = None  # a time budget such as "20m": the step count is fitted to it
-    distill_loss: str | None = None  # None: cosine for embedding outputs, kl for logits
-    distill_lr: float = 1e-4
-    distill_batch_size: int = 16
-    seed: int = 0  # pruning's and distillation's random state (a recipe's seed)
-    fidelity: str | None = None  # --prune-until's fidelity floor, e.g. "cosine>=0.92"
-    quantize: QuantizeRequest | None = None  # set by convert: what ships, so what --prune-until times
-    probe_seconds: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.prune is not None and self.prune_until is not None:
-            raise InputError("give --prune RATIO or --prune-until EXPR, not both")
-        if self.prune_kind not in PRUNE_KINDS:
-            raise InputError(f"unknown --prune-kind {self.prune_kind!r}; expected one of: {', '.join(PRUNE_KINDS)}")
-        from edgekit.converters.prune import IMPORTANCES, check_ratio
-
-        if self.prune_importance not in ("auto", *IMPORTANCES):
-            choices = ", ".join(("auto", *IMPORTANCES))
-            raise InputError(f"unknown --prune-importance {self.prune_importance!r}; expected one of: {choices}")
-        if self.prune is not None:
-            check_ratio("--prune ratio", self.prune)
-        if self.prune_heads is not None:
-            check_ratio("--prune-heads ratio", self.prune_heads, allow_zero=True)
-        if self.prune_until is not None and self.prune_kind != "structured":
-            raise InputError("--prune-until needs structured pruning: sparsity does not change dense latency")
-        if self.prune_until is not None:
-            from edgekit.converters.prune.latency import parse_budget
-
-            parse_budget(self.prune_until)  # a bad budget fails before the model loads
-        if self.distill_data is not None:
-            object.__setattr__(self, "distill", True)  # --distill-data implies --distill
-        if self.distill and self.prune is None and self.prune_until is None:
-            flag = "--distill-data" if self.distill_data is not None else "--distill"
-            raise InputError(
-                f"{flag} needs --prune or --prune-until: without a smaller student, distillation would train"
-                " the model against itself (to distil into a student of your own, use `edgekit distill`)"
-            )
-        if self.distill_texts < 1:
-            raise InputError(f"--distill-texts must be at least 1, got {self.distill_texts}")
-        if self.distill_time is not None:
-            from edgekit.converters.distill.options import parse_duration
-
-            parse_duration(self.distill_time)
-        if self.fidelity is not None:
-            self._check_floor()
-
-    def _check_floor(self) -> None:
-        if self.prune_until is None:
-            raise InputError("a pruning fidelity floor needs --prune-until (with --prune RATIO there is no search)")
-        from edgekit.goals import parse_fidelity
-
-        parse_fidelity(self.fidelity or "")  # a bad expression fails now, not after the search
-        if self.probe_seconds is not None and not self.probe_seconds > 0:
-            raise InputError(f"probe_seconds must be above zero, got {self.probe_seconds}")
-
-    @property
-    def floor(self) -> FidelityGoal | None:
-        from edgekit.goals import parse_fidelity
-
-        return parse_fidelity(self.fidelity) if self.fidelity is not None else None
-
-    @property
-    def active(self) -> bool:
-        return self.prune is not None or self.prune_until is not None or self.distill
-
-
-def default_prune_target(targets: Sequence[str]) -> str:
-    """Where ``--prune-until`` times the model: the first runtime it is converted for, else ONNX Runtime."""
-    return targets[0] if targets else "onnxruntime"
-
-
-def compress_request(
-    *,
-    prune: float | None = None,
-    prune_until: str | None = None,
-    prune_kind: str = "structured",
-    prune_heads: float | None = None,
-    prune_importance: str = "auto",
-    distill: bool = False,
-    distill_data: str | Path | None = None,
-    distill_texts: int = DISTILL_TEXTS,
-    distill_epochs: int = 3,
-    distill_steps: int | None = None,
-    distill_time: str | None = None,
-    distill_loss: str | None = None,
-    distill_lr: float = 1e-4,
-    targets: Sequence[str] = (),
-    seed: int = 0,
-) -> CompressRequest:
-    """The torch-side stages ``convert``'s flags ask for, checked now so bad flags fail before any loading.
-
-    ``targets`` are the runtimes the model is converted for; a latency budget is met on the first of them.
-    """
-    return CompressRequest(
-        prune=prune, prune_until=prune_until, prune_kind=prune_kind, prune_heads=prune_heads,
-        prune_importance=prune_importance, prune_target=default_prune_target(targets), distill=distill,
-        distill_data=distill_data, distill_texts=distill_texts, distill_epochs=distill_epochs,
-        distill_steps=distill_steps, distill_time=distill_time, distill_loss=distill_loss, distill_lr=distill_lr,
-        seed=seed,
-    )  # fmt: skip
 
 
 def compress(
@@ -178,7 +44,7 @@ def compress(
     data = _data(src, request, say)
     original = original_on_heldout(src.module, data, src.output_names or ["output"])
     teacher, student, stages = src.module, src.module, []
-    if request.prune is not None or request.prune_until is not None:
+    if request.prunes:
         student, stage = _prune(src, request, data, say)
         stages.append(stage)
         _record_heldout(stage, "fidelity_before_distillation", teacher, student, src, data, request)
@@ -188,7 +54,7 @@ def compress(
                 "--distill trains on edgekit's English corpus, and this model has no tokenizer to read it;"
                 " give --distill-data with samples for the model's inputs"
             )
-        student, stage = _distill(src, student, request, data, say)
+        student, stage = _distill(src, student, request, data, say, hidden=_hidden_pairs(request, student, stages))
         stages.append(stage)
         _record_heldout(stage, "fidelity_after_distillation", teacher, student, src, data, request)
     if request.floor is not None:
@@ -266,17 +132,74 @@ def _prune(
         ratio=ratio, kind=request.prune_kind, importance=_importance(request, src, data),
         heads_ratio=request.prune_heads or 0.0, seed=request.seed,
     )  # fmt: skip
-    batches = list(data.importance_batches()) if data is not None and options.importance in DATA_IMPORTANCES else None
+    ranks = request.prune is not None or request.prune_until is not None  # neurons/channels, not only layers
+    reads_data = ranks and data is not None and options.importance in DATA_IMPORTANCES
+    batches = list(data.importance_batches()) if reads_data and data is not None else None
+    dropped = _drop_layers(src, request.drop_layers, data, say) if request.drop_layers else None
+    source = src if dropped is None else dataclasses.replace(src, module=dropped.module)
     if request.prune_until is not None:
         result = _prune_until(src, request, data, options, batches, say)
-    else:
+    elif request.prune is not None:
         say(f"pruning ({request.prune_kind}, ratio {ratio:g}, importance {options.importance})")
-        result = prune_module(src.module, src.example_inputs, options, batches)
+        result = prune_module(source.module, src.example_inputs, options, batches)
+    else:
+        assert dropped is not None
+        result = dropped
+    if dropped is not None and result is not dropped:  # before: the model as given, not after dropping layers
+        result.plan.update({k: dropped.plan[k] for k in ("params_before", "macs_before", "layers_dropped")})
+        result.plan["notes"] = [*dropped.plan["notes"], *result.plan.get("notes", [])]
     say(result.summary())
     if batches is not None:
         result.plan["importance_data"] = {"samples": sum(len(next(iter(b.values()))) for b in batches),
                                           "from": "distillation train rows"}  # fmt: skip
-    return result.module, Stage(name="prune", params=options.to_dict(), metrics=result.plan)
+    params = {**(options.to_dict() if ranks else {}), "drop_layers": request.drop_layers}
+    return result.module, Stage(name="prune", params=params, metrics=result.plan)
+
+
+def _drop_layers(src: LoadedSource, count: int, data: CompressData | None, say: ProgressFn) -> PruneResult:
+    """A copy of the model without ``count`` encoder layers, those the output misses least on the train rows."""
+    from edgekit.converters.prune import PruneResult
+    from edgekit.converters.prune.common import count_params_macs
+    from edgekit.converters.prune.layers import drop_layers
+    from edgekit.converters.prune.macs import attention_counters
+
+    assert src.example_inputs is not None
+    if data is None:
+        raise InputError(
+            "--drop-layers measures each layer's effect on data: this model has no tokenizer for edgekit's corpus;"
+            " give --distill-data with samples for the model's inputs"
+        )
+    model = copy.deepcopy(src.module).eval()
+    params_before, macs_before = count_params_macs(model, src.example_inputs, attention_counters(model))
+    say(f"dropping {count} encoder layer(s), measuring each one's effect on {len(data.train[:256])} train rows")
+    plan = drop_layers(model, count, list(data.importance_batches()))
+    params_after, macs_after = count_params_macs(model, src.example_inputs, attention_counters(model))
+    say(f"dropped layers {plan['dropped']} of {plan['layers_before']} (output cosine {plan['mean_cosine_after']:.4f})")
+    return PruneResult(module=model, plan={
+        "kind": "structured", "importance": "measured effect", "method": "encoder layers dropped",
+        "layers_dropped": plan, "params_before": params_before, "params_after": params_after,
+        "macs_before": macs_before, "macs_after": macs_after,
+        "notes": [f"encoder layers {plan['dropped']} removed whole (chosen by their measured effect)"],
+    })  # fmt: skip
+
+
+def _hidden_pairs(request: CompressRequest, student: Any, stages: list[Stage]) -> list[tuple[str, str]]:
+    """(student layer, teacher layer) for intermediate-layer losses: every kept layer against the teacher layer it
+    was made from; none when turned off, or (auto) when the model has no transformer layer stack."""
+    if request.distill_hidden is False:
+        return []
+    from edgekit.converters.prune.layers import find_layer_stack, layer_pairs
+
+    prune = next((s for s in stages if s.name == "prune"), None)
+    dropped = prune.metrics.get("layers_dropped") if prune is not None else None
+    if dropped is not None:
+        return layer_pairs(dropped["stack"], dropped["kept"])
+    stack = find_layer_stack(student)
+    if stack is None and request.distill_hidden:
+        raise InputError("--distill-hidden matches encoder layers, and this model has no transformer layer stack")
+    if stack is None:
+        return []
+    return layer_pairs(stack.name, range(len(stack.layers)))
 
 
 def _prune_until(
@@ -319,7 +242,8 @@ def _fidelity_probe(
     def probe(ratio: float, result: PruneResult) -> dict[str, Any]:
         start, student = time.perf_counter(), result.module
         if request.distill and ratio > 0:
-            student, _ = _distill(src, copy.deepcopy(student), request, data, _quiet, max_seconds=seconds)
+            hidden = _hidden_pairs(request, student, [])
+            student, _ = _distill(src, copy.deepcopy(student), request, data, _quiet, seconds, hidden)
         measured = _heldout(src.module, student, src, data, request)
         met = goal.met(goal_view(measured))
         say(f"probe at ratio {ratio:g}: {goal.values(goal_view(measured))} ({'meets' if met else 'misses'} {goal})")
@@ -340,7 +264,7 @@ def _quiet(_: str) -> None:
 
 def _distill(
     src: LoadedSource, student: Any, request: CompressRequest, data: CompressData, say: ProgressFn,
-    max_seconds: float | None = None,
+    max_seconds: float | None = None, hidden: Sequence[tuple[str, str]] = (),
 ) -> tuple[Any, Stage]:  # fmt: skip
     from edgekit.converters.distill import DistillOptions, distill
     from edgekit.converters.distill.data import specs_from_examples
@@ -354,11 +278,14 @@ def _distill(
         loss=loss, epochs=request.distill_epochs, max_steps=request.distill_steps, lr=request.distill_lr,
         batch_size=request.distill_batch_size, project_outputs=False, progress=False, seed=request.seed,
         max_seconds=max_seconds or (parse_duration(request.distill_time) if request.distill_time is not None else None),
+        features=tuple(hidden), feature_loss="cosine", feature_projection="when_widths_differ",
     )  # fmt: skip
-    say(f"distilling ({loss}, {len(train)} train / {len(val)} held-out samples)")
+    layers = f", hidden states of {len(hidden)} layers" if hidden else ""
+    say(f"distilling ({loss}{layers}, {len(train)} train / {len(val)} held-out samples)")
     result = distill(student, src.module, train, val or None, options, input_specs=specs)
     metrics = {**result.summary(), "held_out_samples": len(val), "train_samples": len(train), "data": data.facts}
-    return result.student, Stage(name="distill", params={"loss": loss, **_jsonable(options)}, metrics=metrics)
+    params = {"loss": loss, **_jsonable(options), "hidden_layers": [list(p) for p in hidden]}
+    return result.student, Stage(name="distill", params=params, metrics=metrics)
 
 
 def _default_loss(src: LoadedSource) -> str:

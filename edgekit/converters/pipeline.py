@@ -27,8 +27,8 @@ from edgekit.artifact import (
     write_manifest,
 )
 from edgekit.converters.calibration import CalibSource, find_tokenizer
-from edgekit.converters.compress import CompressRequest
 from edgekit.converters.compress import compress as compress_source
+from edgekit.converters.compress_request import CompressRequest
 from edgekit.converters.export import ExportOptions, IOPlan, export_onnx, plan_io
 from edgekit.converters.quantize.variants import QuantizeRequest, VariantsResult, build_variants
 from edgekit.converters.recipe_options import RecipeCall, call_recipe, resolved_recipe

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from edgekit.converters.compress import DISTILL_TEXTS, PRUNE_KINDS
+from edgekit.converters.compress_request import DISTILL_TEXTS, PRUNE_KINDS
 from edgekit.converters.distill.options import LOSSES
 from edgekit.converters.export import DEFAULT_OPSET, EXPORTERS
 from edgekit.converters.prune.options import IMPORTANCES
@@ -71,6 +71,7 @@ class PruneSection(BaseModel):
     kind: Literal[PRUNE_KINDS] = "structured"  # type: ignore[valid-type]
     heads: float | None = Field(None, ge=0, lt=1, description="also remove this fraction of attention heads")
     importance: Literal[("auto", *IMPORTANCES)] = "auto"  # type: ignore[valid-type]
+    drop_layers: int = Field(0, ge=0, description="whole encoder layers removed, those the output misses least")
     fidelity: str | None = Field(
         None, description='with until: the fidelity floor, e.g. "cosine>=0.92" (the largest ratio keeping it wins)'
     )
@@ -88,6 +89,9 @@ class DistillSection(BaseModel):
     loss: Literal[LOSSES] | None = None  # type: ignore[valid-type]
     lr: float = Field(1e-4, gt=0)
     batch_size: PositiveInt = 16
+    hidden: bool | None = Field(
+        None, description="match each layer's hidden states to its teacher layer's (default: transformer encoders)"
+    )
 
 
 class AutoDecision(BaseModel):

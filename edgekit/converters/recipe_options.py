@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.artifact import Source, Stage
-from edgekit.converters.compress import CompressRequest, default_prune_target
+from edgekit.converters.compress_request import CompressRequest, default_prune_target
 from edgekit.converters.export import ExportOptions
 from edgekit.converters.quantize.variants import QuantizeRequest
 from edgekit.converters.recipe import (
@@ -93,7 +93,7 @@ def _compress_of(recipe: Recipe) -> CompressRequest | None:
     dd = d or DistillSection()
     return CompressRequest(
         prune=p.ratio, prune_until=p.until, prune_kind=p.kind, prune_heads=p.heads, prune_importance=p.importance,
-        fidelity=p.fidelity,
+        fidelity=p.fidelity, drop_layers=p.drop_layers, distill_hidden=dd.hidden,
         prune_target=default_prune_target(recipe.targets), distill=d is not None,
         distill_data=dd.data.path if dd.data else None, distill_texts=dd.texts, distill_epochs=dd.epochs,
         distill_steps=dd.steps, distill_time=dd.time, distill_loss=dd.loss, distill_lr=dd.lr,
@@ -114,15 +114,16 @@ def call_recipe(
                                    calibration=request.calibration, fidelity=request.fidelity)  # fmt: skip
         recorded = _not_replayable(recorded, why)
     prune, distill = None, None
-    if compress is not None and (compress.prune is not None or compress.prune_until is not None):
+    if compress is not None and compress.prunes:
         prune = PruneSection(ratio=compress.prune, until=compress.prune_until, kind=compress.prune_kind,
                              heads=compress.prune_heads, importance=compress.prune_importance,
-                             fidelity=compress.fidelity)  # fmt: skip
+                             drop_layers=compress.drop_layers, fidelity=compress.fidelity)  # fmt: skip
     if compress is not None and compress.distill:
         data, why = _data_file(compress.distill_data, "distillation data")
         distill = DistillSection(data=data, texts=compress.distill_texts, epochs=compress.distill_epochs,
                                  steps=compress.distill_steps, time=compress.distill_time, loss=compress.distill_loss,
-                                 lr=compress.distill_lr, batch_size=compress.distill_batch_size)  # fmt: skip
+                                 lr=compress.distill_lr, batch_size=compress.distill_batch_size,
+                                 hidden=compress.distill_hidden)  # fmt: skip
         recorded = _not_replayable(recorded, why)
     targets = list(request.targets) or (request.variant_targets() if request.mode == "auto" else [])
     recipe = Recipe(
@@ -154,11 +155,15 @@ def resolved_recipe(call: RecipeCall, source: Source, stages: Sequence[Stage], k
         })  # fmt: skip
     prune = next((s for s in stages if s.name == "prune"), None)
     if recipe.prune is not None and prune is not None:  # "auto" importance as decided
-        update["prune"] = recipe.prune.model_copy(update={"importance": prune.params["importance"]})
+        importance = prune.params.get("importance", recipe.prune.importance)  # layers dropped only: none ranked
+        update["prune"] = recipe.prune.model_copy(update={"importance": importance})
     distill = next((s for s in stages if s.name == "distill"), None)
     if recipe.distill is not None:
         loss = distill.params["loss"] if distill is not None else recipe.distill.loss  # the default as decided
-        update["distill"] = recipe.distill.model_copy(update={"data": _hashed(recipe.distill.data), "loss": loss})
+        hidden = bool(distill.params.get("hidden_layers")) if distill is not None else recipe.distill.hidden
+        update["distill"] = recipe.distill.model_copy(
+            update={"data": _hashed(recipe.distill.data), "loss": loss, "hidden": hidden}
+        )
     stages_run = [s.name for s in stages]
     notes = {k: v for k, v in REPRODUCIBILITY.items() if k in stages_run}
     update["recorded"] = call.recorded.model_copy(update={"reproducibility": notes})

@@ -30,7 +30,8 @@ OPTION_KEYS = {
     "prune_heads": "prune.heads", "prune_importance": "prune.importance", "distill": "distill",
     "distill_data": "distill.data", "distill_texts": "distill.texts", "distill_epochs": "distill.epochs",
     "distill_steps": "distill.steps", "distill_time": "distill.time", "distill_loss": "distill.loss",
-    "distill_lr": "distill.lr", "seed": "seed",
+    "distill_lr": "distill.lr", "drop_layers": "prune.drop_layers", "distill_hidden": "distill.hidden",
+    "seed": "seed",
 }  # fmt: skip
 _PATH_KEYS = ("source.ref", "quantize.calib_data", "distill.data")  # command-line paths: relative to the cwd
 
