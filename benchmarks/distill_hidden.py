@@ -14,6 +14,8 @@ sentences, a kind of text the WordNet distillation corpus does not contain. Also
 the layers the measured choice keeps against the positional habits (the first layers, evenly spaced ones).
 
     .venv/bin/python benchmarks/distill_hidden.py --time 4m [--arms ffn,ffn+hidden]
+
+Writes ``benchmarks/results/distill_hidden.{json,md}`` (``--out``; ``--render`` rewrites the Markdown only).
 """
 
 from __future__ import annotations
@@ -41,9 +43,9 @@ from edgekit.text import TextEncoder
 
 RESULTS = Path(__file__).parent / "results"
 ARMS = {
-    "ffn": {"prune": 0.5},
+    "ffn": {"prune": 0.5, "distill_hidden": False},
     "ffn+hidden": {"prune": 0.5, "distill_hidden": True},
-    "drop": {"drop_layers": 2},
+    "drop": {"drop_layers": 2, "distill_hidden": False},
     "drop+hidden": {"drop_layers": 2, "distill_hidden": True},
 }
 
@@ -80,12 +82,43 @@ def positional_drop(module: torch.nn.Module, kept: list[int]) -> torch.nn.Module
     return model
 
 
+def markdown(report: dict) -> str:
+    """The report as the Markdown table committed next to the JSON."""
+    cpu = report["cpu"]
+    lines = [
+        "# Hidden-state losses and measured layer dropping (bundled MiniLM)",
+        "",
+        f"CPU: {cpu['model']} ({cpu['flags']}); torch {report['torch']}; every arm distilled for"
+        f" {report['distill_time']} on edgekit's corpus, one after another in one process.",
+        "Judged in torch against the original on 300 generated everyday sentences (`heldout_texts(300, seed=7)`).",
+        "Command: `.venv/bin/python benchmarks/distill_hidden.py --time " + report["distill_time"] + "`",
+        "",
+        "| arm | steps | mean cos | min cos | recall@10 | Spearman |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in report["arms"].items():
+        a = row["after"]
+        lines.append(f"| {name} | {row['steps']} | {a['mean_cosine']} | {a['min_cosine']} | {a['recall@10']} |"
+                     f" {a['spearman']} |")  # fmt: skip
+    choices = report.get("layers_kept_before_distillation")
+    if choices:
+        lines += ["", "Layers kept when two of six are dropped, before any distillation:", "",
+                  "| choice | kept | mean cos | min cos | recall@10 |", "|---|---|---|---|---|"]  # fmt: skip
+        for label, c in choices.items():
+            lines.append(f"| {label} | {c['kept']} | {c['mean_cosine']} | {c['min_cosine']} | {c['recall@10']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time", default="4m", help="distillation time budget of every arm")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--out", default=str(RESULTS / "distill_hidden.json"))
+    parser.add_argument("--render", action="store_true", help="only write the Markdown of an existing --out JSON")
     args = parser.parse_args()
+    if args.render:
+        Path(args.out).with_suffix(".md").write_text(markdown(json.loads(Path(args.out).read_text())))
+        return
     torch.set_num_threads(2)
     src = load_source(bundled_minilm_dir())
     assert src.example_inputs is not None
@@ -119,6 +152,7 @@ def main() -> None:
                 choices[label] = {"kept": layers, **judged(reference, embed(model, encoder, texts))}
             print(json.dumps(choices), flush=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.out).with_suffix(".md").write_text(markdown(report))
 
 
 if __name__ == "__main__":
