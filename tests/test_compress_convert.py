@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_minilm import write_tiny_minilm
 
 import edgekit
 from edgekit.converters.compress_request import CompressRequest
@@ -106,22 +107,8 @@ def test_cli_prune_json_manifest(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_st_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A sentence-transformers directory with MiniLM's tokenizer and pooling around a 2-layer, 32-wide BERT: the
-    shape of the real model at a size that prunes, distils and converts in seconds."""
-    import shutil
-
-    import torch
-    import transformers
-
-    from edgekit.sources import bundled_minilm_dir
-
-    out = tmp_path_factory.mktemp("tiny_st")
-    shutil.copytree(bundled_minilm_dir(), out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model.safetensors"))
-    config = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                     max_position_embeddings=512)  # fmt: skip
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(out)
-    return out
+    """MiniLM's shape (tokenizer, pooling) around a 2-layer, 32-wide BERT."""
+    return write_tiny_minilm(tmp_path_factory.mktemp("tiny_st"), layers=2)
 
 
 def test_distill_on_the_bundled_corpus_judges_on_its_eval_split(tiny_st_dir, tmp_path):

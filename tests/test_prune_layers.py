@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from tiny_minilm import write_tiny_minilm
 from torch import nn
 
 import edgekit
@@ -154,18 +155,8 @@ def test_dropping_layers_alone_is_a_smaller_student_to_distil():
 
 @pytest.fixture(scope="module")
 def tiny_st3(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MiniLM's tokenizer and pooling around a 3-layer, 32-wide BERT."""
-    import shutil
-
-    from edgekit.sources import bundled_minilm_dir
-
-    out = tmp_path_factory.mktemp("tiny_st3")
-    shutil.copytree(bundled_minilm_dir(), out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model.safetensors"))
-    config = transformers.BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-                                     max_position_embeddings=512)  # fmt: skip
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(out)
-    return out
+    """MiniLM's shape (tokenizer, pooling) around a 3-layer, 32-wide BERT."""
+    return write_tiny_minilm(tmp_path_factory.mktemp("tiny_st3"), layers=3)
 
 
 def test_convert_drops_layers_thins_the_rest_and_distils_hidden_states(tiny_st3, tmp_path):
