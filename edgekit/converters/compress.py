@@ -136,12 +136,11 @@ def _prune(
     reads_data = ranks and data is not None and options.importance in DATA_IMPORTANCES
     batches = list(data.importance_batches()) if reads_data and data is not None else None
     dropped = _drop_layers(src, request.drop_layers, data, say) if request.drop_layers else None
-    source = src if dropped is None else dataclasses.replace(src, module=dropped.module)
     if request.prune_until is not None:
         result = _prune_until(src, request, data, options, batches, say)
     elif request.prune is not None:
         say(f"pruning ({request.prune_kind}, ratio {ratio:g}, importance {options.importance})")
-        result = prune_module(source.module, src.example_inputs, options, batches)
+        result = prune_module(src.module if dropped is None else dropped.module, src.example_inputs, options, batches)
     else:
         assert dropped is not None
         result = dropped
@@ -171,10 +170,11 @@ def _drop_layers(src: LoadedSource, count: int, data: CompressData | None, say: 
         )
     model = copy.deepcopy(src.module).eval()
     params_before, macs_before = count_params_macs(model, src.example_inputs, attention_counters(model))
-    say(f"dropping {count} encoder layer(s), measuring each one's effect on {len(data.train[:256])} train rows")
+    say(f"dropping {count} encoder layer(s), measuring each one's effect on the train rows")
     plan = drop_layers(model, count, list(data.importance_batches()))
     params_after, macs_after = count_params_macs(model, src.example_inputs, attention_counters(model))
-    say(f"dropped layers {plan['dropped']} of {plan['layers_before']} (output cosine {plan['mean_cosine_after']:.4f})")
+    say(f"dropped layers {plan['dropped']} of {plan['layers_before']}: output cosine {plan['mean_cosine_after']:.4f}"
+        f" on {plan['samples']} rows")  # fmt: skip
     return PruneResult(module=model, plan={
         "kind": "structured", "importance": "measured effect", "method": "encoder layers dropped",
         "layers_dropped": plan, "params_before": params_before, "params_after": params_after,
