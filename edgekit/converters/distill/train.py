@@ -277,9 +277,8 @@ class Trainer:
         return first_output(run_model(self.teacher, feeds), "teacher")
 
     def _loss(self, s_out: Any, t_out: Any, s_feats: list[Any], t_feats: list[Any], batch: Batch) -> torch.Tensor:
-        weights = position_weights(t_out, batch.feeds.get("attention_mask"))
-        loss = output_loss(self.o.loss, s_out, t_out, batch.labels, self.o, weights)
         mask = batch.feeds.get("attention_mask")
+        loss = output_loss(self.o.loss, s_out, t_out, batch.labels, self.o, position_weights(t_out, mask))
         for s, t, axis in zip(s_feats, t_feats, self.feature_axes, strict=True):
             loss = loss + self.o.feature_weight * feature_loss(self.o.feature_loss, s, t, axis, mask)
         return loss
