@@ -256,10 +256,11 @@ def variant_for(manifest: Manifest, target: str | None, variant: str | None = No
 
 
 def cpu_can_run_fast(manifest: Manifest, target: str | None) -> bool:
-    """Whether this CPU has what ``target``'s auto-chosen variant was chosen for (any of the recorded flags).
+    """Whether this CPU has what ``target``'s variant was judged and timed with (any of the recorded flags).
 
-    A variant picked because INT8 ran fastest on a VNNI CPU may run slower than FP32 on one without: there the
-    base model (the recorded alternative) is loaded, with a warning; ``variant=`` still loads it explicitly."""
+    An INT8 variant made on a VNNI CPU may run slower than FP32 on one without, and on ONNX Runtime lose fidelity
+    (its u8 x s8 kernels saturate there): the base model (the recorded alternative) is loaded instead, with a
+    warning; ``variant=`` still loads it explicitly."""
     from edgekit.cpu import numeric_cpu_flags
 
     needed = manifest.variant_cpu_flags.get(target or "")
@@ -267,7 +268,8 @@ def cpu_can_run_fast(manifest: Manifest, target: str | None) -> bool:
         return True
     warnings.warn(
         f"{target}'s variant {manifest.variants.get(target or '')} was chosen on a CPU with {', '.join(needed)}; this"
-        f" CPU has none of them, so the base model {manifest.model} is loaded (pass variant= to force it)",
+        f" CPU has none of them (INT8 is slower without them and on ONNX Runtime can saturate), so the base model"
+        f" {manifest.model} is loaded; convert on such a CPU for a variant judged there, or pass variant= to force it",
         stacklevel=3,
     )
     return False

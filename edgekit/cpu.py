@@ -48,3 +48,12 @@ def speed_flags_for(precision: str) -> list[str]:
     """The flags of this CPU that a model at ``precision`` is fast because of (empty for fp32 and GPU formats)."""
     wanted = INT8_DOT_FLAGS if precision.startswith(("int8", "uint8")) else BF16_FLAGS if precision == "bf16" else ()
     return [f for f in numeric_cpu_flags() if f in wanted]
+
+
+def int8_products_saturate() -> bool:
+    """Whether ONNX Runtime's u8 x s8 matrix products can overflow here: on an x86 CPU without INT8 dot products
+    they sum products in pairs into 16 bits with saturation (AVX2 ``vpmaddubsw``), which 8-bit weights times
+    large activations exceed; 7-bit weights cannot. Unknown flags on x86 count as saturating."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    return not set(numeric_cpu_flags()) & set(INT8_DOT_FLAGS)

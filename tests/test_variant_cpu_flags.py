@@ -1,5 +1,5 @@
-"""A variant ``--quantize auto`` chose for the INT8 instructions of one CPU is not silently used on a CPU
-without them: the manifest records the CPU it was chosen on, and loading falls back to the base model."""
+"""An INT8 variant made on a CPU with INT8 dot products (VNNI, AMX) is not silently used on a CPU without them:
+the manifest records the CPU it was judged on, and loading falls back to the base model."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import edgekit
 import edgekit.cpu
 from edgekit.artifact import MANIFEST_NAME
+from edgekit.converters.quantize.options import QuantizeOptions
 from edgekit.runtimes.loading import model_ref
 
 
@@ -53,8 +54,15 @@ def test_without_those_flags_the_base_model_is_loaded_with_a_warning(int8_artifa
         assert session.info().precision.startswith("int8")
 
 
+def test_an_explicit_int8_variant_records_the_int8_instructions_it_was_judged_with(int8_artifact):
+    manifest = json.loads((int8_artifact / MANIFEST_NAME).read_text())
+    needed = edgekit.cpu.speed_flags_for("int8-dynamic")  # this CPU's VNNI/AMX, none on an AVX2-only CPU
+    assert manifest["variant_cpu_flags"] == ({"onnxruntime": needed} if needed else {})
+
+
 def test_an_artifact_without_recorded_flags_loads_its_variant_anywhere(int8_artifact, monkeypatch):
     monkeypatch.setattr(edgekit.cpu, "numeric_cpu_flags", lambda: [])
+    _record_flags(int8_artifact, {})
     assert model_ref(int8_artifact, "onnxruntime").path.name == "model.int8-dynamic.onnx"
 
 
@@ -80,3 +88,18 @@ def test_a_models_size_includes_its_external_data(tmp_path, mlp_onnx):
     assert (tmp_path / "w.bin").stat().st_size > 0
     assert onnx_file_bytes(path) == path.stat().st_size + (tmp_path / "w.bin").stat().st_size
     assert onnx_file_bytes(mlp_onnx.path) == mlp_onnx.path.stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("machine", "flags", "saturates"),
+    [("x86_64", ["avx2"], True), ("x86_64", ["avx2", "avx512f"], True), ("x86_64", ["avx2", "avx_vnni"], False),
+     ("x86_64", ["avx2", "avx512f", "avx512_vnni"], False), ("AMD64", [], True), ("aarch64", [], False)],
+)  # fmt: skip
+def test_int8_products_saturate_on_x86_without_int8_dot_products(monkeypatch, machine, flags, saturates):
+    monkeypatch.setattr(edgekit.cpu.platform, "machine", lambda: machine)
+    monkeypatch.setattr(edgekit.cpu, "numeric_cpu_flags", lambda: flags)
+    assert edgekit.cpu.int8_products_saturate() is saturates
+    dynamic = QuantizeOptions(mode="int8-dynamic").for_this_cpu()
+    assert dynamic.reduce_range is saturates  # 7-bit weights only where 8-bit ones would saturate
+    assert QuantizeOptions(mode="int8").for_this_cpu().reduce_range is False  # static: judged on the kernels as is
+    assert QuantizeOptions(mode="int8-dynamic", reduce_range=True).for_this_cpu().reduce_range is True

@@ -70,6 +70,7 @@ def quantize_model(
     from edgekit.onnxfile import precision_of
 
     start = time.perf_counter()
+    options = options.for_this_cpu()
     model = onnx.load(str(src), load_external_data=False)
     nodes = [n for n in weight_nodes(model, options.op_types) if n not in set(options.nodes_to_exclude)]
     if options.mode != "fp16" and not nodes:

@@ -76,6 +76,15 @@ class QuantizeOptions:
     def needs_calibration(self) -> bool:
         return self.mode == "int8"
 
+    def for_this_cpu(self) -> QuantizeOptions:
+        """Dynamic INT8 with 7-bit weights where ONNX Runtime's INT8 products saturate (an x86 CPU without VNNI or
+        AMX): there 8-bit weights lose fidelity that 7-bit ones keep, at the same speed. Recorded as made."""
+        from edgekit.cpu import int8_products_saturate
+
+        if self.mode == "int8-dynamic" and not self.reduce_range and int8_products_saturate():
+            return replace(self, reduce_range=True)
+        return self
+
     def excluding(self, nodes: Sequence[str]) -> QuantizeOptions:
         return replace(self, nodes_to_exclude=tuple(dict.fromkeys([*self.nodes_to_exclude, *nodes])))
 

@@ -142,16 +142,19 @@ def build_variants(
                      ][:GATE_HELDOUT] if data else []  # fmt: skip
     reports = _gate(artifact, variants, [*gate_cases, *heldout_cases], kinds, say)
     metrics["variants"] = variants
-    flags = _speed_flags(variants, precisions) if request.mode == "auto" else {}
-    if request.mode == "auto":
-        metrics["decided_on"] = {"cpu_model": cpu_model(), "cpu_flags": numeric_cpu_flags(), "variant_cpu_flags": flags}
+    flags = _cpu_flags(variants, precisions)
+    metrics["decided_on"] = {"cpu_model": cpu_model(), "cpu_flags": numeric_cpu_flags(), "variant_cpu_flags": flags}
     stage = Stage(name="quantize", params=params, metrics=metrics)
     return VariantsResult(variants, precisions, stage, reports, flags)
 
 
-def _speed_flags(variants: Mapping[str, str], precisions: Mapping[str, str]) -> dict[str, list[str]]:
-    """Per CPU target whose auto choice is not the base model: the CPU features that choice was fast because of
-    (recorded so a CPU without them loads the base model instead)."""
+def _cpu_flags(variants: Mapping[str, str], precisions: Mapping[str, str]) -> dict[str, list[str]]:
+    """Per CPU target whose variant is not the base model: the CPU features it was judged (and, by auto, timed)
+    with, recorded so a CPU without them loads the base model instead.
+
+    Without INT8 dot products (VNNI, AMX) INT8 is slower, and worse: ONNX Runtime's u8 x s8 kernels sum products
+    in pairs saturating at 16 bits (AVX2 ``vpmaddubsw``), so a variant judged faithful on a VNNI CPU can be far
+    less so there. Any mode, not only auto: an explicit ``int8-dynamic`` was judged on these kernels too."""
     from edgekit.runtimes import runtime_capabilities
 
     out = {}
