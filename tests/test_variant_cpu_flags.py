@@ -7,11 +7,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 import edgekit
 import edgekit.cpu
 from edgekit.artifact import MANIFEST_NAME
+from edgekit.converters.quantize.model import quantize_model
+from edgekit.converters.quantize.nncf_engine import nncf_available
 from edgekit.converters.quantize.options import QuantizeOptions
 from edgekit.runtimes.loading import model_ref
 
@@ -101,5 +105,24 @@ def test_int8_products_saturate_on_x86_without_int8_dot_products(monkeypatch, ma
     assert edgekit.cpu.int8_products_saturate() is saturates
     dynamic = QuantizeOptions(mode="int8-dynamic").for_this_cpu()
     assert dynamic.reduce_range is saturates  # 7-bit weights only where 8-bit ones would saturate
-    assert QuantizeOptions(mode="int8").for_this_cpu().reduce_range is False  # static: judged on the kernels as is
+    assert QuantizeOptions(mode="int8").for_this_cpu().reduce_range is saturates
+    assert QuantizeOptions(mode="int8", engine="nncf").for_this_cpu().reduce_range is saturates
+    assert QuantizeOptions(mode="fp16").for_this_cpu().reduce_range is False
     assert QuantizeOptions(mode="int8-dynamic", reduce_range=True).for_this_cpu().reduce_range is True
+
+
+@pytest.mark.parametrize("engine_mode", ["onnxruntime:int8-dynamic", "onnxruntime:int8", "nncf:int8"])
+def test_reduce_range_gives_7_bit_weights_in_every_engine(tmp_path, mlp_onnx, engine_mode):
+    engine, mode = engine_mode.split(":")
+    if engine == "nncf" and not nncf_available():
+        pytest.skip("the NNCF engine needs NNCF (pip install 'edgekit[nncf]')")
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.standard_normal((1, 8)).astype(np.float32)} for _ in range(40)]
+    widest = {}
+    for reduce in (False, True):
+        options = QuantizeOptions(mode=mode, engine=engine, reduce_range=reduce)
+        dst = quantize_model(mlp_onnx.path, tmp_path / f"{reduce}.onnx", options, calib).path
+        weights = [numpy_helper.to_array(t) for t in onnx.load(str(dst)).graph.initializer if t.data_type == 3]
+        assert weights, "no int8 weights"
+        widest[reduce] = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert widest[False] == 127 and widest[True] <= 64, widest  # [-64, 63] cannot overflow 16-bit pair sums

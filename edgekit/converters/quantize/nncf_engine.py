@@ -49,6 +49,10 @@ def quantize_with_nncf(src: Path, dst: Path, options: QuantizeOptions, calibrati
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(options.nodes_to_exclude), validate=False)
     if options.activation_symmetric:
         kwargs["preset"] = nncf.QuantizationPreset.PERFORMANCE  # symmetric activations, zero point 0
+    if options.reduce_range:  # 7-bit weights in every layer (NNCF's default fixes the first layer only)
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
     quantized = nncf.quantize(model, nncf.Dataset(list(calibration)), **kwargs)
     onnx.save(quantized, str(dst))
 

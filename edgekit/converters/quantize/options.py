@@ -42,7 +42,7 @@ class QuantizeOptions:
     calibration: str = "minmax"
     per_channel: bool = True
     activation_symmetric: bool = False  # True: int8 activations with zero point 0 (TensorRT)
-    reduce_range: bool = False
+    reduce_range: bool = False  # 7-bit weights; see for_this_cpu
     op_types: tuple[str, ...] = WEIGHT_OPS
     nodes_to_exclude: tuple[str, ...] = ()
     # Conv: so ONNX Runtime runs QLinearConv. Gather: with a Q after it ONNX Runtime gathers int8 rows instead
@@ -77,11 +77,12 @@ class QuantizeOptions:
         return self.mode == "int8"
 
     def for_this_cpu(self) -> QuantizeOptions:
-        """Dynamic INT8 with 7-bit weights where ONNX Runtime's INT8 products saturate (an x86 CPU without VNNI or
-        AMX): there 8-bit weights lose fidelity that 7-bit ones keep, at the same speed. Recorded as made."""
+        """INT8 with 7-bit weights where INT8 products saturate (an x86 CPU without VNNI or AMX): there ONNX Runtime's
+        and OpenVINO's kernels clamp pairs of 8-bit products to 16 bits, and 7-bit weights cannot overflow
+        (ONNX Runtime's ``reduce_range``, NNCF's overflow fix on every layer). Recorded in the params as made."""
         from edgekit.cpu import int8_products_saturate
 
-        if self.mode == "int8-dynamic" and not self.reduce_range and int8_products_saturate():
+        if self.mode in ("int8-dynamic", "int8") and not self.reduce_range and int8_products_saturate():
             return replace(self, reduce_range=True)
         return self
 
