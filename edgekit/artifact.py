@@ -258,8 +258,8 @@ def variant_for(manifest: Manifest, target: str | None, variant: str | None = No
 def cpu_can_run_fast(manifest: Manifest, target: str | None) -> bool:
     """Whether this CPU has what ``target``'s variant was judged and timed with (any of the recorded flags).
 
-    An INT8 variant made on a VNNI CPU may run slower than FP32 on one without, and on ONNX Runtime lose fidelity
-    (its u8 x s8 kernels saturate there): the base model (the recorded alternative) is loaded instead, with a
+    An INT8 variant made on a VNNI CPU may run slower than FP32 on one without, and lose fidelity (the INT8
+    kernels there saturate with its 8-bit weights): the base model (the recorded alternative) is loaded instead, with a
     warning; ``variant=`` still loads it explicitly."""
     from edgekit.cpu import numeric_cpu_flags
 
@@ -268,7 +268,7 @@ def cpu_can_run_fast(manifest: Manifest, target: str | None) -> bool:
         return True
     warnings.warn(
         f"{target}'s variant {manifest.variants.get(target or '')} was chosen on a CPU with {', '.join(needed)}; this"
-        f" CPU has none of them (INT8 is slower without them and on ONNX Runtime can saturate), so the base model"
+        f" CPU has none of them (INT8 is slower without them and can saturate), so the base model"
         f" {manifest.model} is loaded; convert on such a CPU for a variant judged there, or pass variant= to force it",
         stacklevel=3,
     )

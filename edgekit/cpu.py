@@ -51,9 +51,9 @@ def speed_flags_for(precision: str) -> list[str]:
 
 
 def int8_products_saturate() -> bool:
-    """Whether ONNX Runtime's u8 x s8 matrix products can overflow here: on an x86 CPU without INT8 dot products
-    they sum products in pairs into 16 bits with saturation (AVX2 ``vpmaddubsw``), which 8-bit weights times
-    large activations exceed; 7-bit weights cannot. Unknown flags on x86 count as saturating."""
+    """Whether INT8 matrix products can overflow here: on an x86 CPU without INT8 dot products ONNX Runtime's and
+    OpenVINO's kernels sum u8 x s8 products in pairs into 16 bits with saturation (AVX2 ``vpmaddubsw``), which
+    8-bit weights times large activations exceed; 7-bit weights cannot. Unknown flags on x86 count as saturating."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return False
     return not set(numeric_cpu_flags()) & set(INT8_DOT_FLAGS)

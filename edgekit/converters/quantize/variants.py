@@ -152,9 +152,10 @@ def _cpu_flags(variants: Mapping[str, str], precisions: Mapping[str, str]) -> di
     """Per CPU target whose variant is not the base model: the CPU features it was judged (and, by auto, timed)
     with, recorded so a CPU without them loads the base model instead.
 
-    Without INT8 dot products (VNNI, AMX) INT8 is slower, and worse: ONNX Runtime's u8 x s8 kernels sum products
-    in pairs saturating at 16 bits (AVX2 ``vpmaddubsw``), so a variant judged faithful on a VNNI CPU can be far
-    less so there. Any mode, not only auto: an explicit ``int8-dynamic`` was judged on these kernels too."""
+    Without INT8 dot products (VNNI, AMX) INT8 is slower, and worse: the INT8 kernels there sum u8 x s8 products in
+    pairs saturating at 16 bits (AVX2 ``vpmaddubsw``), so 8-bit weights judged faithful on a VNNI CPU can be far
+    less so (see :func:`edgekit.cpu.int8_products_saturate`). Any mode, not only auto: an explicit INT8 variant
+    was judged on those kernels too."""
     from edgekit.runtimes import runtime_capabilities
 
     out = {}
