@@ -36,7 +36,8 @@ def _why_not_emulated() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(_why_not_emulated() is not None, reason=str(_why_not_emulated()))]
+WHY_NOT_EMULATED = _why_not_emulated()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT_EMULATED is not None, reason=str(WHY_NOT_EMULATED))]
 
 # runs inside the emulated CPU: what loads by default, and what the default and the INT8 variant compute there
 PROBE = """
