@@ -177,6 +177,18 @@ def test_every_candidate_within_noise_of_the_winner_is_timed_again_not_just_the_
     assert winner is min(rows[1:], key=lambda r: r["remeasured"]["p50_ms"]) and winner.get("chosen")
 
 
+def test_fp32_is_chosen_where_every_quantized_candidate_that_meets_the_goal_is_slower():
+    """A CPU without INT8 dot products can run INT8 slower than FP32 (OpenVINO's static INT8 on AVX2): the FP32
+    baseline is in the race, so auto never picks a variant slower than it."""
+    from edgekit.converters.quantize import auto
+
+    goal = parse_fidelity("cosine>=0.99")
+    rows = [_row("fp32", None, 10.0, [10.0]), _row("int8", None, 11.0, [11.0]), _row("int8-nncf", None, 10.5, [10.5])]
+    assert auto._choose("openvino", rows, goal)["scheme"] == "fp32"
+    rows = [_row("fp32", None, 10.0, [10.0]), _row("int8-dynamic", None, 7.0, [7.0])]
+    assert auto._choose("onnxruntime", rows, goal)["scheme"] == "int8-dynamic"
+
+
 def test_auto_fails_with_the_best_candidates_numbers_when_nothing_meets(tmp_path):
     src = outlier_model(tmp_path / "m.onnx")
     data = load_calibration(samples(30), SPECS, CalibrationOptions(holdout=10))
